@@ -1,0 +1,1 @@
+"""Tests of the engine OpenAPI documents in specs/engines/ against real engine data."""
