@@ -35,17 +35,19 @@ def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None)
     return code
 
 
-def ensure_venv() -> None:
-    """Create .venv and install `.[dev]` when missing or when pyproject.toml changed since the last install."""
-    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    if MARKER.exists() and MARKER.read_text().strip() == want and PY.exists():
+def ensure_venv(extras: str = "dev") -> None:
+    """Create .venv and install `.[extras]` when missing, when pyproject.toml changed since the last install,
+    or when the extras asked for were not installed (`bench` adds the peers it compares against)."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    installed = MARKER.read_text().split() if MARKER.exists() and PY.exists() else []
+    if installed[:1] == [digest] and set(extras.split(",")) <= set(installed[1:]):
         return
     if not PY.exists():
         log(f"creating virtual environment {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    log("installing llama-orch with its dev tools (first run takes a minute)")
-    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", ".[dev]")
-    MARKER.write_text(want + "\n")
+    log(f"installing llama-orch with its {extras} tools (first run takes a minute)")
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f".[{extras}]")
+    MARKER.write_text(" ".join([digest, *extras.split(",")]) + "\n")
 
 
 def venv_tool(name: str) -> Path:
@@ -74,6 +76,14 @@ def cmd_engine(args: argparse.Namespace) -> int:
         extra = ["--force"] if args.force else []
         return run(PY, "-m", "llama_orch.devtools.llamacpp_build", *extra, check=False)
     return run(PY, "-m", "llama_orch.devtools.tiny_gguf", args.path, check=False)
+
+
+def cmd_fuzz(args: argparse.Namespace) -> int:
+    return run(PY, "-m", "llama_orch.devtools.fuzz", *args.passthrough, check=False)
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    return run(PY, "-m", "llama_orch.devtools.bench", *args.passthrough, check=False)
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -115,8 +125,18 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("path", help="where to write the .gguf file")
     engine.set_defaults(func=cmd_engine)
 
-    args = parser.parse_args(argv)
-    ensure_venv()
+    # These two forward every argument (and --help) to their module.
+    for name, func, text in (
+        ("fuzz", cmd_fuzz, "schemathesis against a running orchestrator: fuzz --url URL [...] (see fuzz --help)"),
+        ("bench", cmd_bench, "side-by-side benchmarks into bench/results/ (see bench --help)"),
+    ):
+        sub.add_parser(name, help=text, add_help=False).set_defaults(func=func)
+
+    args, passthrough = parser.parse_known_args(argv)
+    if passthrough and args.func not in (cmd_fuzz, cmd_bench):
+        parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
+    args.passthrough = passthrough
+    ensure_venv("dev,bench" if args.func is cmd_bench else "dev")
     return int(args.func(args))
 
 
