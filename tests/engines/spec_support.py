@@ -27,10 +27,19 @@ Json = Any
 Spec = dict[str, Any]
 
 
+# Where the workplace keeps the shared reference data when the clone is not beside it.
+WORKPLACE_SHARED = Path("/work/shared")
+
+
 def shared_dir() -> Path:
-    """The shared reference data: `$LLAMA_ORCH_SHARED`, else `<repo>/../shared`."""
-    override = os.environ.get("LLAMA_ORCH_SHARED")
-    return Path(override) if override else Path(__file__).resolve().parents[3] / "shared"
+    """The shared reference data: `$LLAMA_ORCH_SHARED`, else the nearest `shared/` with a `reference/` beside
+    the repository or one of its parents, else the workplace's copy."""
+    if override := os.environ.get("LLAMA_ORCH_SHARED"):
+        return Path(override)
+    for parent in Path(__file__).resolve().parents[2:]:
+        if (parent / "shared" / "reference").is_dir():
+            return parent / "shared"
+    return WORKPLACE_SHARED
 
 
 def engines_reference_dir() -> Path:
