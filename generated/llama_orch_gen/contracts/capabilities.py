@@ -11,9 +11,9 @@ class EngineCapability(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
     )
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"], Field(title="EngineKind")]
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"], Field(title="EngineKind")]
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     pool_id: str
     engine_version: str | None = None

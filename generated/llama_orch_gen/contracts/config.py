@@ -86,9 +86,9 @@ class PoolConfig(BaseModel):
         extra="forbid",
     )
     id: Annotated[str, Field(pattern="^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"], Field(title="EngineKind")]
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"], Field(title="EngineKind")]
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     model: str | None = None
     """

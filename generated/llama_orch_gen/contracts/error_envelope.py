@@ -41,9 +41,9 @@ class ErrorEnvelope(BaseModel):
     """
     Human-readable; never contains secrets.
     """
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"] | None, Field(title="EngineKind")] = None
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"] | None, Field(title="EngineKind")] = None
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     retriable: bool | None = None
     """

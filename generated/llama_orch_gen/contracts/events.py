@@ -86,9 +86,9 @@ class Started(BaseModel):
     task_id: str
     queue_position: Annotated[int, Field(ge=0)]
     predicted_start_ms: Annotated[int, Field(ge=0)]
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"], Field(title="EngineKind")]
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"], Field(title="EngineKind")]
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     engine_version: str
     model: str | None = None
@@ -132,9 +132,9 @@ class StreamError(BaseModel):
         Field(title="ErrorCode"),
     ]
     message: str
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"] | None, Field(title="EngineKind")] = None
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"] | None, Field(title="EngineKind")] = None
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     retriable: bool
     retry_after_ms: Annotated[int | None, Field(ge=0)] = None

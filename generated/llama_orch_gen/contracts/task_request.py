@@ -40,9 +40,9 @@ class TaskRequest(BaseModel):
     """
     hf:org/repo[/file.gguf], file:/path, https://, s3://, oci://, or a plain model name. Defaults to the pool's model.
     """
-    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton"] | None, Field(title="EngineKind")] = None
+    engine: Annotated[Literal["llamacpp", "vllm", "tgi", "triton", "mock"] | None, Field(title="EngineKind")] = None
     """
-    Restricts dispatch to pools of this engine.
+    Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection).
     """
     ctx: Annotated[int | None, Field(ge=0, le=1048576)] = None
     """

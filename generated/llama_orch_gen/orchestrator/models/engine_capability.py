@@ -16,7 +16,7 @@ T = TypeVar("T", bound="EngineCapability")
 @_attrs_define
 class EngineCapability:
     engine: EngineKind
-    """ Restricts dispatch to pools of this engine. """
+    """ Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection). """
     pool_id: str
     engine_version: None | str | Unset = UNSET
     model: None | str | Unset = UNSET

@@ -25,7 +25,7 @@ class ErrorEnvelope:
     message: str
     """ Human-readable; never contains secrets. """
     engine: EngineKind | Unset = UNSET
-    """ Restricts dispatch to pools of this engine. """
+    """ Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection). """
     retriable: bool | Unset = UNSET
     """ Whether the same request may succeed if retried later. """
     retry_after_ms: int | Unset = UNSET

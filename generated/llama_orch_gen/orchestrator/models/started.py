@@ -18,7 +18,7 @@ class Started:
     queue_position: int
     predicted_start_ms: int
     engine: EngineKind
-    """ Restricts dispatch to pools of this engine. """
+    """ Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection). """
     engine_version: str
     pool_id: str
     replica_id: str

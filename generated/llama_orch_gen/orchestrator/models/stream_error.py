@@ -19,7 +19,7 @@ class StreamError:
     message: str
     retriable: bool
     engine: EngineKind | Unset = UNSET
-    """ Restricts dispatch to pools of this engine. """
+    """ Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection). """
     retry_after_ms: int | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:

@@ -46,7 +46,7 @@ class TaskRequest:
     """ hf:org/repo[/file.gguf], file:/path, https://, s3://, oci://, or a plain model name. Defaults to the pool's
     model. """
     engine: TaskRequestEngineKind | Unset = UNSET
-    """ Restricts dispatch to pools of this engine. """
+    """ Restricts dispatch to pools of this engine (`mock`: the in-process test adapter with fault injection). """
     ctx: int | Unset = UNSET
     """ Context tokens the task needs (prompt + output); checked against the replica before enqueue. """
     priority: TaskRequestPriority | Unset = "interactive"
