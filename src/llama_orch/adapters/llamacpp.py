@@ -1,0 +1,180 @@
+"""llama.cpp `llama-server`: native `POST /completion` or OpenAI `POST /v1/completions` (raw prompts, no chat
+template), chosen by `api` or negotiated (`auto`: probe `GET /v1/models`, fall back to native)."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import httpx
+from llama_orch_gen.engines.llamacpp import Client
+from llama_orch_gen.engines.llamacpp import wire as w
+from llama_orch_gen.engines.llamacpp.api.native import completion, health, props, slots
+from llama_orch_gen.engines.llamacpp.api.openai import v1_completions, v1_models
+from llama_orch_gen.engines.llamacpp.models.completion_request import CompletionRequest
+from llama_orch_gen.engines.llamacpp.models.error_response import ErrorResponse
+from llama_orch_gen.engines.llamacpp.models.props_response import PropsResponse
+from llama_orch_gen.engines.llamacpp.models.text_completion_request import TextCompletionRequest
+from llama_orch_gen.engines.llamacpp.types import UNSET
+from llama_orch_gen.contracts.task_request import TaskRequest
+
+from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.http_adapter import HttpAdapter, body_message
+from llama_orch.adapters.http_policy import code_for_status, error_for_status
+from llama_orch.adapters.streaming import EngineStream, FinishReason, Tally
+from llama_orch.determinism import is_greedy, prompt_text
+from llama_orch.errors import EngineError, ErrorCode
+
+__all__ = ["LlamaCppAdapter", "LlamaCppApi"]
+
+LlamaCppApi = Literal["auto", "native", "openai"]
+
+# llama.cpp error `type` → contract code (the HTTP status alone would call a context overflow a plain 400 too,
+# but "Loading model" and "no slot available" are both 503 and both mean "not ready").
+_TYPE_CODES: dict[str, ErrorCode] = {
+    "invalid_request_error": "INVALID_PARAMS",
+    "exceed_context_size_error": "INVALID_PARAMS",
+    "authentication_error": "UPSTREAM_AUTH",
+    "permission_error": "UPSTREAM_AUTH",
+    "unavailable_error": "POOL_UNREADY",
+    "server_error": "INTERNAL",
+    "not_supported_error": "INTERNAL",
+    "not_found_error": "INTERNAL",
+}
+_STOP_TYPES: dict[str | None, FinishReason] = {"limit": "length", "eos": "stop", "word": "stop", "none": "stop"}
+
+
+class LlamaCppAdapter(HttpAdapter):
+    engine = "llamacpp"
+
+    def __init__(
+        self, pool_id: str, replica_id: str, *, api: LlamaCppApi = "auto", id_slot: int | None = None, **kw: Any
+    ) -> None:
+        super().__init__(pool_id, replica_id, **kw)
+        self.api = api
+        self.id_slot = id_slot  # pin every task of this replica to one slot (determinism: same slot, same cache)
+        self._negotiated: Literal["native", "openai"] | None = None if api == "auto" else api
+        self.client = Client(base_url=self.base_url).set_async_httpx_client(self.http)
+
+    # -- streaming ---------------------------------------------------------------------------------------------
+
+    async def _open(self, task: TaskRequest, seed: int) -> EngineStream:
+        sampling = self._sampling(task, seed)
+        if await self._api() == "openai":
+            body = TextCompletionRequest(prompt=prompt_text(task), max_tokens=task.max_tokens or UNSET, **sampling)
+            return await v1_completions.astream(client=self.client, body=body)
+        return await completion.astream(
+            client=self.client,
+            body=CompletionRequest(prompt=prompt_text(task), n_predict=task.max_tokens or -1, **sampling),
+        )
+
+    def _sampling(self, task: TaskRequest, seed: int) -> dict[str, Any]:
+        greedy = is_greedy(task)
+        return {
+            "stream": True,
+            "seed": seed,
+            "temperature": 0.0 if greedy else task.temperature,
+            "top_k": 1 if greedy else task.top_k or 0,
+            "top_p": 1.0 if greedy else (task.top_p if task.top_p is not None else 1.0),
+            "min_p": 0.0,  # the contract's sampler profile has no min_p: switch llama.cpp's default (0.05) off
+            "repeat_penalty": task.repeat_penalty if task.repeat_penalty is not None else 1.0,
+            "stop": list(task.stop or ()),
+            # Reusing a cached prefix changes batch shapes and so, slightly, the numbers: not under `strict`.
+            "cache_prompt": task.determinism != "strict",
+            "id_slot": -1 if self.id_slot is None else self.id_slot,
+        }
+
+    async def _api(self) -> Literal["native", "openai"]:
+        """`auto`: the OpenAI surface if `GET /v1/models` answers, native if it is missing (404); anything else
+        (down, unauthorized) decides nothing and is asked again next time."""
+        if self._negotiated is None:
+            try:
+                probe = await self.call(v1_models.asyncio_detailed(client=self.client))
+            except EngineError:
+                return "native"
+            if probe.status_code == 200:
+                self._negotiated = "openai"
+            elif probe.status_code == 404:
+                self._negotiated = "native"
+            else:
+                return "native"
+        return self._negotiated
+
+    def _read(self, item: Any, tally: Tally) -> str:
+        if type(item) is w.CompletionChunk:
+            if item.stop:
+                tally.finish_reason = _STOP_TYPES.get(item.stop_type, "stop")
+                tally.tokens_in = item.tokens_evaluated
+                tally.tokens_out = item.tokens_predicted
+                if item.timings is not None:
+                    tally.decode_ms = item.timings.predicted_ms
+            return item.content
+        if type(item) is w.TextCompletionChunk:
+            if item.usage is not None:
+                tally.tokens_in = item.usage.prompt_tokens
+                tally.tokens_out = item.usage.completion_tokens
+            if item.timings is not None:
+                tally.decode_ms = item.timings.predicted_ms
+            if not item.choices:
+                return ""
+            choice = item.choices[0]
+            if choice.finish_reason is not None:
+                tally.finish_reason = "length" if choice.finish_reason == "length" else "stop"
+            return choice.text
+        if isinstance(item, w.ErrorResponse):
+            detail = item.error
+            code = _TYPE_CODES.get(detail.type) or code_for_status(detail.code)
+            raise EngineError(code, f"engine error inside the stream ({detail.type}): {detail.message}")
+        raise EngineError("INTERNAL", f"unexpected llama.cpp stream item {type(item).__name__}")
+
+    def _status_error(self, status: int, parsed: Any, content: bytes, headers: httpx.Headers) -> EngineError:
+        if isinstance(parsed, ErrorResponse):
+            detail = parsed.error
+            return error_for_status(status, detail.message, headers, _TYPE_CODES.get(detail.type_))
+        return error_for_status(status, body_message(content), headers)
+
+    # -- control -----------------------------------------------------------------------------------------------
+
+    async def _fetch_version(self) -> EngineVersion:
+        found = await self._props()
+        model = found.model_alias if isinstance(found.model_alias, str) else found.model_path
+        return EngineVersion(engine=self.engine, version=found.build_info, model=self.model or model)
+
+    async def _props(self) -> PropsResponse:
+        response = await props.asyncio_detailed(client=self.client)
+        if not isinstance(response.parsed, PropsResponse):
+            raise self.refusal(response.status_code, response.parsed, response.content, response.headers)
+        return response.parsed
+
+    async def health(self) -> Health:
+        try:
+            answer = await self.call(health.asyncio_detailed(client=self.client))
+        except EngineError as exc:
+            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
+        if answer.status_code != 200:
+            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
+            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
+        try:
+            await self.refresh_version()
+            found = await self.props()
+        except EngineError as exc:  # e.g. /props needs the key we lack: reachable but not usable
+            state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
+            return Health(live=True, ready=state is HealthState.DEGRADED, state=state, detail=exc.message)
+        if found.slots_free == 0:
+            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail="no free slot")
+        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+
+    async def props(self) -> EngineProps:
+        found = await self.call(self._props())
+        free: int | None = None
+        answer = await self.call(slots.asyncio_detailed(client=self.client))
+        if isinstance(answer.parsed, list):  # /slots may be disabled (--no-slots → 501)
+            free = sum(not slot.is_processing for slot in answer.parsed)
+        settings = found.default_generation_settings.to_dict()
+        n_ctx = settings.get("n_ctx")
+        return EngineProps(
+            slots_total=found.total_slots,
+            slots_free=free,
+            ctx_size=n_ctx if isinstance(n_ctx, int) else None,
+            model=found.model_alias if isinstance(found.model_alias, str) else found.model_path,
+            raw=found.to_dict(),
+        )
