@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import httpx
+from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.llamacpp import Client
 from llama_orch_gen.engines.llamacpp import wire as w
 from llama_orch_gen.engines.llamacpp.api.native import completion, health, props, slots
@@ -15,7 +16,6 @@ from llama_orch_gen.engines.llamacpp.models.error_response import ErrorResponse
 from llama_orch_gen.engines.llamacpp.models.props_response import PropsResponse
 from llama_orch_gen.engines.llamacpp.models.text_completion_request import TextCompletionRequest
 from llama_orch_gen.engines.llamacpp.types import UNSET
-from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
