@@ -65,6 +65,10 @@ class ReplicaConfig(BaseModel):
     """
     llama.cpp only: native /completion, OpenAI /v1/completions, or negotiate (probe /v1/models, fall back to native).
     """
+    id_slot: Annotated[int | None, Field(ge=0)] = None
+    """
+    llama.cpp only: run every task of this replica in this slot (pinning; same slot, same cache, reproducible batches). Absent: any free slot.
+    """
     bearer_token_env: Annotated[str | None, Field(pattern="^[A-Za-z_][A-Za-z0-9_]*$")] = None
     """
     Environment variable holding the engine's bearer token.

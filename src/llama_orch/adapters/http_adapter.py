@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 from abc import abstractmethod
 from collections.abc import Awaitable, Mapping
 from pathlib import Path
@@ -18,15 +19,15 @@ from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, err
 from llama_orch.adapters.streaming import StreamingAdapter
 from llama_orch.errors import EngineError, redact
 
-__all__ = ["HttpAdapter", "body_message", "file_digest", "generic_status_error"]
+__all__ = ["HttpAdapter", "body_message", "file_digest"]
 
 T = TypeVar("T")
 _MESSAGE_BYTES = 300
 
 
 class HttpAdapter(StreamingAdapter):
-    """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `_status_error`,
-    `health` and `props`, and use `self.http` (an `httpx.AsyncClient`) through their generated client."""
+    """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `health` and
+    `props` (and may refine `_status_error`), calling the engine through their generated client over `self.http`."""
 
     def __init__(
         self,
@@ -56,9 +57,9 @@ class HttpAdapter(StreamingAdapter):
     async def _fetch_version(self) -> EngineVersion:
         """Ask the engine who it is (the digest is added here, from config or the local model file)."""
 
-    @abstractmethod
     def _status_error(self, status: int, parsed: Any, content: bytes, headers: httpx.Headers) -> EngineError:
-        """A refused request (non-2xx) → contract error, reading the engine's own error body."""
+        """A refused request (non-2xx) → contract error; engines override it to refine the code from their body."""
+        return error_for_status(status, body_message(content), headers)
 
     # -- shared ------------------------------------------------------------------------------------------------
 
@@ -110,12 +111,21 @@ class HttpAdapter(StreamingAdapter):
 
 
 def body_message(content: bytes) -> str:
-    """A short printable excerpt of an error body, for when the engine's JSON could not be read."""
+    """The message of an engine error body, whichever of the engines' shapes it has: `{"error": {"message"}}`
+    (llama.cpp, vLLM), `{"error": "..."}` (TGI, Triton, vLLM 401), flat `{"message"}` (old vLLM), or text."""
+    try:
+        body = json.loads(content)
+    except ValueError:
+        body = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        if isinstance(error, dict) and isinstance(error.get("message"), str):
+            return str(error["message"])
+        if isinstance(error, str):
+            return error
+        if isinstance(body.get("message"), str):
+            return str(body["message"])
     return content[:_MESSAGE_BYTES].decode("utf-8", errors="replace").strip() or "(empty body)"
-
-
-def generic_status_error(status: int, content: bytes, headers: httpx.Headers) -> EngineError:
-    return error_for_status(status, body_message(content), headers)
 
 
 def file_digest(path: str) -> str:

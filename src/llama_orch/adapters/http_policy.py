@@ -31,6 +31,7 @@ __all__ = [
     "HttpPolicy",
     "bearer_token",
     "code_for_status",
+    "code_for_stream_error",
     "error_for_exception",
     "error_for_status",
     "make_http_client",
@@ -134,6 +135,13 @@ def code_for_status(status: int) -> ErrorCode:
     if status in (408, 500, 502, 504) or status > 504:
         return "WORKER_RESET"
     return "INTERNAL"  # 404 (wrong route or model), 501 (unsupported), and other surprises
+
+
+def code_for_stream_error(status: int) -> ErrorCode:
+    """The status an in-stream error payload names → contract code. Unlike a refused request (where a 5xx is
+    worth retrying), a failure the engine reports mid-generation is an engine failure: INTERNAL."""
+    code = code_for_status(status)
+    return "INTERNAL" if code == "WORKER_RESET" else code
 
 
 def error_for_status(

@@ -19,7 +19,7 @@ from llama_orch_gen.engines.llamacpp.types import UNSET
 
 from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
-from llama_orch.adapters.http_policy import code_for_status, error_for_status
+from llama_orch.adapters.http_policy import code_for_stream_error, error_for_status
 from llama_orch.adapters.streaming import EngineStream, FinishReason, Tally
 from llama_orch.determinism import is_greedy, prompt_text
 from llama_orch.errors import EngineError, ErrorCode
@@ -122,7 +122,7 @@ class LlamaCppAdapter(HttpAdapter):
             return choice.text
         if isinstance(item, w.ErrorResponse):
             detail = item.error
-            code = _TYPE_CODES.get(detail.type) or code_for_status(detail.code)
+            code = _TYPE_CODES.get(detail.type) or code_for_stream_error(detail.code)
             raise EngineError(code, f"engine error inside the stream ({detail.type}): {detail.message}")
         raise EngineError("INTERNAL", f"unexpected llama.cpp stream item {type(item).__name__}")
 

@@ -46,8 +46,10 @@ class EngineStream(Protocol):
 
 @dataclass(slots=True)
 class Tally:
-    """What the engine reported about the whole task while streaming; `_read` fills it, `end` uses it."""
+    """What the engine reported about the whole task while streaming; `_read` fills it, `end` uses it.
+    `max_tokens` is the task's limit, for engines that report no finish reason (Triton)."""
 
+    max_tokens: int | None = None
     finish_reason: FinishReason | None = None
     tokens_in: int | None = None
     tokens_out: int | None = None
@@ -128,7 +130,7 @@ class StreamingAdapter(ABC):
         dispatched = loop.time()
         deadline = math.inf if task.deadline_ms is None else dispatched + task.deadline_ms / 1000.0
         seed = effective_seed(task)
-        tally = Tally()
+        tally = Tally(max_tokens=task.max_tokens)
         stream: EngineStream | None = None
         items: AsyncIterator[Any] | None = None
         index = 0

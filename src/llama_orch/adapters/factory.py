@@ -1,0 +1,52 @@
+"""Adapters from configuration: the one place that knows which class serves which engine."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+from llama_orch_gen.contracts.config import OrchestratorConfig, PoolConfig, ReplicaConfig
+
+from llama_orch.adapters.base import AdapterRegistry, WorkerAdapter
+from llama_orch.adapters.http_adapter import HttpAdapter
+from llama_orch.adapters.http_policy import HttpPolicy, bearer_token
+from llama_orch.adapters.llamacpp import LlamaCppAdapter
+from llama_orch.adapters.mock import MockAdapter
+from llama_orch.adapters.tgi import TgiAdapter
+from llama_orch.adapters.triton import TritonAdapter
+from llama_orch.adapters.vllm import VllmAdapter
+
+__all__ = ["build_adapter", "build_registry"]
+
+_HTTP_ADAPTERS: dict[str, type[HttpAdapter]] = {"vllm": VllmAdapter, "tgi": TgiAdapter, "triton": TritonAdapter}
+
+
+def build_adapter(
+    pool: PoolConfig, replica: ReplicaConfig, *, transport: httpx.AsyncBaseTransport | None = None
+) -> WorkerAdapter:
+    """One replica's adapter. Raises `ConfigError` when the replica cannot work (e.g. its token variable is unset).
+    `transport` replaces the network (tests)."""
+    policy = HttpPolicy.from_config(replica.timeouts, replica.retry)
+    model = replica.model or pool.model
+    if pool.engine == "mock":
+        return MockAdapter(pool.id, replica.id, model=model or "mock", policy=policy)
+    common: dict[str, Any] = {
+        "base_url": replica.base_url,
+        "model": model,
+        "token": bearer_token(replica),
+        "policy": policy,
+        "model_digest": replica.model_digest,
+        "model_path": replica.model_path,
+        "transport": transport,
+    }
+    if pool.engine == "llamacpp":
+        return LlamaCppAdapter(pool.id, replica.id, api=replica.api or "auto", id_slot=replica.id_slot, **common)
+    return _HTTP_ADAPTERS[pool.engine](pool.id, replica.id, **common)
+
+
+def build_registry(config: OrchestratorConfig) -> AdapterRegistry:
+    registry = AdapterRegistry()
+    for pool in config.pools:
+        for replica in pool.replicas:
+            registry.register(build_adapter(pool, replica))
+    return registry

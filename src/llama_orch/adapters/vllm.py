@@ -1,0 +1,106 @@
+"""vLLM: OpenAI-compatible `POST /v1/completions` with a raw prompt, always asking for the usage chunk."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from llama_orch_gen.contracts.task_request import TaskRequest
+from llama_orch_gen.engines.vllm import Client
+from llama_orch_gen.engines.vllm import wire as w
+from llama_orch_gen.engines.vllm.api.openai import v1_completions, v1_models
+from llama_orch_gen.engines.vllm.api.server import health, version
+from llama_orch_gen.engines.vllm.models.completion_request import CompletionRequest
+from llama_orch_gen.engines.vllm.models.model_list import ModelList
+from llama_orch_gen.engines.vllm.models.stream_options import StreamOptions
+from llama_orch_gen.engines.vllm.models.version_response import VersionResponse
+from llama_orch_gen.engines.vllm.types import UNSET
+
+from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.http_adapter import HttpAdapter
+from llama_orch.adapters.http_policy import code_for_stream_error
+from llama_orch.adapters.streaming import EngineStream, Tally
+from llama_orch.determinism import is_greedy, prompt_text
+from llama_orch.errors import EngineError
+
+__all__ = ["VllmAdapter"]
+
+
+class VllmAdapter(HttpAdapter):
+    engine = "vllm"
+
+    def __init__(self, pool_id: str, replica_id: str, **kw: Any) -> None:
+        super().__init__(pool_id, replica_id, **kw)
+        self.client = Client(base_url=self.base_url).set_async_httpx_client(self.http)
+
+    async def _open(self, task: TaskRequest, seed: int) -> EngineStream:
+        greedy = is_greedy(task)
+        body = CompletionRequest(
+            prompt=prompt_text(task),
+            model=self.model or UNSET,
+            max_tokens=task.max_tokens or UNSET,
+            stream=True,
+            # vLLM sends usage only when asked (and the default flipped between releases): always ask.
+            stream_options=StreamOptions(include_usage=True),
+            seed=seed,
+            temperature=0.0 if greedy else (task.temperature or 0.0),
+            top_p=1.0 if greedy or task.top_p is None else task.top_p,
+            top_k=UNSET if greedy or not task.top_k else task.top_k,  # unset = disabled on every vLLM release
+            repetition_penalty=task.repeat_penalty if task.repeat_penalty is not None else 1.0,
+            stop=list(task.stop or ()),
+        )
+        return await v1_completions.astream(client=self.client, body=body)
+
+    def _read(self, item: Any, tally: Tally) -> str:
+        if type(item) is w.CompletionChunk:
+            if item.usage is not None:
+                tally.tokens_in = item.usage.prompt_tokens
+                tally.tokens_out = item.usage.completion_tokens
+            if not item.choices:
+                return ""
+            choice = item.choices[0]
+            if choice.finish_reason is not None:
+                if choice.finish_reason == "abort":
+                    raise EngineError("WORKER_RESET", "the engine aborted the request")
+                tally.finish_reason = "length" if choice.finish_reason == "length" else "stop"
+            return choice.text
+        if isinstance(item, w.ErrorResponse):
+            detail = item.error
+            raise EngineError(
+                code_for_stream_error(detail.code), f"engine error inside the stream ({detail.type}): {detail.message}"
+            )
+        raise EngineError("INTERNAL", f"unexpected vLLM stream item {type(item).__name__}")
+
+    async def _fetch_version(self) -> EngineVersion:
+        answer = await version.asyncio_detailed(client=self.client)
+        if not isinstance(answer.parsed, VersionResponse):
+            raise self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
+        return EngineVersion(engine=self.engine, version=answer.parsed.version, model=self.model)
+
+    async def health(self) -> Health:
+        try:
+            answer = await self.call(health.asyncio_detailed(client=self.client))
+        except EngineError as exc:
+            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
+        if answer.status_code != 200:
+            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
+            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
+        try:
+            await self.refresh_version()
+        except EngineError as exc:
+            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=exc.message)
+        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+
+    async def props(self) -> EngineProps:
+        """vLLM batches continuously and reports no slots; the served model and its context length."""
+        answer = await self.call(v1_models.asyncio_detailed(client=self.client))
+        if not isinstance(answer.parsed, ModelList):
+            raise self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
+        card = next(
+            (m for m in answer.parsed.data if m.id == self.model), answer.parsed.data[0] if answer.parsed.data else None
+        )
+        max_len = None if card is None else card.max_model_len
+        return EngineProps(
+            model=None if card is None else card.id,
+            ctx_size=max_len if isinstance(max_len, int) else None,
+            raw=answer.parsed.to_dict(),
+        )
