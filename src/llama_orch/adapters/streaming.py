@@ -24,7 +24,7 @@ from llama_orch_gen.contracts.events import End, EndEvent, ErrorEvent, Started, 
 from llama_orch_gen.contracts.events import TokenEvent as TokenEventModel
 from llama_orch_gen.contracts.task_request import TaskRequest
 
-from llama_orch.adapters.base import EngineVersion
+from llama_orch.adapters.base import EngineProps, EngineVersion, Health
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, with_retries
 from llama_orch.determinism import effective_seed
 from llama_orch.errors import EngineError
@@ -105,6 +105,15 @@ class StreamingAdapter(ABC):
 
     @abstractmethod
     async def engine_version(self) -> EngineVersion: ...
+
+    @abstractmethod
+    async def health(self) -> Health: ...
+
+    @abstractmethod
+    async def props(self) -> EngineProps: ...
+
+    @abstractmethod
+    async def aclose(self) -> None: ...
 
     async def _stream_version(self) -> EngineVersion:
         """The identity `started` carries; an unreachable engine is "unknown" here (the open will fail anyway)."""
