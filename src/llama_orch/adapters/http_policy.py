@@ -132,7 +132,7 @@ def code_for_status(status: int) -> ErrorCode:
         return "ADMISSION_REJECT"
     if status == 503:
         return "POOL_UNREADY"
-    if status in (408, 500, 502, 504) or status > 504:
+    if status in (408, 424, 500, 502, 504) or status > 504:
         return "WORKER_RESET"
     return "INTERNAL"  # 404 (wrong route or model), 501 (unsupported), and other surprises
 

@@ -28,17 +28,14 @@ __all__ = ["LlamaCppAdapter", "LlamaCppApi"]
 
 LlamaCppApi = Literal["auto", "native", "openai"]
 
-# llama.cpp error `type` → contract code (the HTTP status alone would call a context overflow a plain 400 too,
-# but "Loading model" and "no slot available" are both 503 and both mean "not ready").
+# llama.cpp error `type` → contract code where the type says more than the status; other types (server_error,
+# not_found_error, not_supported_error) follow their status.
 _TYPE_CODES: dict[str, ErrorCode] = {
     "invalid_request_error": "INVALID_PARAMS",
     "exceed_context_size_error": "INVALID_PARAMS",
     "authentication_error": "UPSTREAM_AUTH",
     "permission_error": "UPSTREAM_AUTH",
     "unavailable_error": "POOL_UNREADY",
-    "server_error": "INTERNAL",
-    "not_supported_error": "INTERNAL",
-    "not_found_error": "INTERNAL",
 }
 _STOP_TYPES: dict[str | None, FinishReason] = {"limit": "length", "eos": "stop", "word": "stop", "none": "stop"}
 

@@ -25,7 +25,9 @@ from llama_orch.errors import EngineError, ErrorCode
 
 __all__ = ["TgiAdapter"]
 
-# TGI `error_type` → contract code, for refusals and in-stream errors alike.
+# TGI `error_type` → contract code, for in-stream errors; a refusal (non-2xx) follows its status unless its type
+# is one of `_REFUSAL_TYPES` (a 424 "generation" refusal is a failed shard: retried like a 5xx).
+_REFUSAL_TYPES = frozenset({"validation", "template_error", "missing_template_variable", "tool_error", "overloaded"})
 _TYPE_CODES: dict[str, ErrorCode] = {
     "validation": "INVALID_PARAMS",
     "template_error": "INVALID_PARAMS",
@@ -84,7 +86,8 @@ class TgiAdapter(HttpAdapter):
             error_type = json.loads(content).get("error_type")
         except (ValueError, AttributeError):
             error_type = None  # 401 has an empty body; axum's own 4xx are plain text
-        return error_for_status(status, body_message(content), headers, _TYPE_CODES.get(error_type or ""))
+        code = _TYPE_CODES[error_type] if error_type in _REFUSAL_TYPES else None
+        return error_for_status(status, body_message(content), headers, code)
 
     async def _info(self) -> Info:
         answer = await info.asyncio_detailed(client=self.client)
