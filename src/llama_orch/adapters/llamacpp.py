@@ -15,7 +15,6 @@ from llama_orch_gen.engines.llamacpp.models.completion_request import Completion
 from llama_orch_gen.engines.llamacpp.models.error_response import ErrorResponse
 from llama_orch_gen.engines.llamacpp.models.props_response import PropsResponse
 from llama_orch_gen.engines.llamacpp.models.text_completion_request import TextCompletionRequest
-from llama_orch_gen.engines.llamacpp.types import UNSET
 
 from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
@@ -56,12 +55,14 @@ class LlamaCppAdapter(HttpAdapter):
 
     async def _open(self, task: TaskRequest, seed: int) -> EngineStream:
         sampling = self._sampling(task, seed)
+        # `n_predict` on both surfaces: the generated body always carries it (-1 by default) and llama.cpp lets
+        # it win over the OpenAI `max_tokens`.
+        limit = task.max_tokens or -1
         if await self._api() == "openai":
-            body = TextCompletionRequest(prompt=prompt_text(task), max_tokens=task.max_tokens or UNSET, **sampling)
+            body = TextCompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
             return await v1_completions.astream(client=self.client, body=body)
         return await completion.astream(
-            client=self.client,
-            body=CompletionRequest(prompt=prompt_text(task), n_predict=task.max_tokens or -1, **sampling),
+            client=self.client, body=CompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
         )
 
     def _sampling(self, task: TaskRequest, seed: int) -> dict[str, Any]:
