@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import httpx
 from llama_orch_gen._streaming import StreamStatusError
 
-from llama_orch.adapters.base import EngineVersion
+from llama_orch.adapters.base import EngineVersion, Health, HealthState
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, error_for_status, make_http_client
 from llama_orch.adapters.streaming import StreamingAdapter
 from llama_orch.errors import EngineError, redact
@@ -26,8 +26,9 @@ _MESSAGE_BYTES = 300
 
 
 class HttpAdapter(StreamingAdapter):
-    """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `health` and
-    `props` (and may refine `_status_error`), calling the engine through their generated client over `self.http`."""
+    """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `_probe_health` and
+    `props` (and may refine `_status_error` and `_capacity_detail`), calling the engine through their generated
+    client over `self.http`."""
 
     def __init__(
         self,
@@ -57,11 +58,39 @@ class HttpAdapter(StreamingAdapter):
     async def _fetch_version(self) -> EngineVersion:
         """Ask the engine who it is (the digest is added here, from config or the local model file)."""
 
+    @abstractmethod
+    async def _probe_health(self) -> Any:
+        """Call the engine's health route; returns the generated client's `Response` (200 = live and loaded)."""
+
+    async def _capacity_detail(self) -> str | None:
+        """Why a ready engine is degraded (e.g. no free slot), or None; engines that report capacity override it."""
+        return None
+
     def _status_error(self, status: int, parsed: Any, content: bytes, headers: httpx.Headers) -> EngineError:
         """A refused request (non-2xx) → contract error; engines override it to refine the code from their body."""
         return error_for_status(status, body_message(content), headers)
 
     # -- shared ------------------------------------------------------------------------------------------------
+
+    async def health(self) -> Health:
+        """Live when the health route answers; ready when it answers 200 and the version can be read with our
+        credentials; degraded when ready without spare capacity."""
+        try:
+            answer = await self.call(self._probe_health())
+        except EngineError as exc:
+            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
+        if answer.status_code != 200:
+            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
+            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
+        try:
+            await self.refresh_version()
+            busy = await self._capacity_detail()
+        except EngineError as exc:  # e.g. the version route needs the key we lack: reachable but not usable
+            state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
+            return Health(live=True, ready=state is HealthState.DEGRADED, state=state, detail=exc.message)
+        if busy is not None:
+            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=busy)
+        return Health(live=True, ready=True, state=HealthState.HEALTHY)
 
     async def engine_version(self) -> EngineVersion:
         """Read on first use, then cached; `refresh_version` (called by health checks) re-reads it."""

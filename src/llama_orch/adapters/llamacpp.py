@@ -16,7 +16,7 @@ from llama_orch_gen.engines.llamacpp.models.error_response import ErrorResponse
 from llama_orch_gen.engines.llamacpp.models.props_response import PropsResponse
 from llama_orch_gen.engines.llamacpp.models.text_completion_request import TextCompletionRequest
 
-from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.base import EngineProps, EngineVersion
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
 from llama_orch.adapters.http_policy import code_for_stream_error, error_for_status
 from llama_orch.adapters.streaming import EngineStream, FinishReason, Tally
@@ -143,23 +143,11 @@ class LlamaCppAdapter(HttpAdapter):
             raise self.refusal(response.status_code, response.parsed, response.content, response.headers)
         return response.parsed
 
-    async def health(self) -> Health:
-        try:
-            answer = await self.call(health.asyncio_detailed(client=self.client))
-        except EngineError as exc:
-            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
-        if answer.status_code != 200:
-            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
-            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
-        try:
-            await self.refresh_version()
-            found = await self.props()
-        except EngineError as exc:  # e.g. /props needs the key we lack: reachable but not usable
-            state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
-            return Health(live=True, ready=state is HealthState.DEGRADED, state=state, detail=exc.message)
-        if found.slots_free == 0:
-            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail="no free slot")
-        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+    async def _probe_health(self) -> Any:
+        return await health.asyncio_detailed(client=self.client)
+
+    async def _capacity_detail(self) -> str | None:
+        return "no free slot" if (await self.props()).slots_free == 0 else None
 
     async def props(self) -> EngineProps:
         found = await self.call(self._props())

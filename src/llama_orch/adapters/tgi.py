@@ -16,7 +16,7 @@ from llama_orch_gen.engines.tgi.models.generate_request import GenerateRequest
 from llama_orch_gen.engines.tgi.models.info import Info
 from llama_orch_gen.engines.tgi.types import UNSET
 
-from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.base import EngineProps, EngineVersion
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
 from llama_orch.adapters.http_policy import error_for_status
 from llama_orch.adapters.streaming import EngineStream, Tally
@@ -106,19 +106,8 @@ class TgiAdapter(HttpAdapter):
             model_digest=model_sha,
         )
 
-    async def health(self) -> Health:
-        try:
-            answer = await self.call(health.asyncio_detailed(client=self.client))
-        except EngineError as exc:
-            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
-        if answer.status_code != 200:
-            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
-            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
-        try:
-            await self.refresh_version()
-        except EngineError as exc:
-            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=exc.message)
-        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+    async def _probe_health(self) -> Any:
+        return await health.asyncio_detailed(client=self.client)
 
     async def props(self) -> EngineProps:
         """TGI admits `max_concurrent_requests` at once (then 429): reported as its slots."""

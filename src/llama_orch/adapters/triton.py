@@ -9,14 +9,14 @@ from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.triton import Client
 from llama_orch_gen.engines.triton import wire as w
 from llama_orch_gen.engines.triton.api.generate import generate_stream
-from llama_orch_gen.engines.triton.api.health import health_live, health_ready, model_ready
+from llama_orch_gen.engines.triton.api.health import health_ready, model_ready
 from llama_orch_gen.engines.triton.api.metadata import model_metadata, server_metadata
 from llama_orch_gen.engines.triton.models.generate_request import GenerateRequest
 from llama_orch_gen.engines.triton.models.model_metadata import ModelMetadata
 from llama_orch_gen.engines.triton.models.server_metadata import ServerMetadata
 from llama_orch_gen.engines.triton.types import UNSET
 
-from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.base import EngineProps, EngineVersion
 from llama_orch.adapters.http_adapter import HttpAdapter
 from llama_orch.adapters.streaming import EngineStream, Tally
 from llama_orch.determinism import is_greedy, prompt_text
@@ -80,22 +80,13 @@ class TritonAdapter(HttpAdapter):
             label = f"{label} ({model.parsed.platform})"
         return EngineVersion(engine=self.engine, version=server.parsed.version, model=label)
 
-    async def health(self) -> Health:
-        try:
-            live = await self.call(health_live.asyncio_detailed(client=self.client))
-            if live.status_code != 200:  # Triton answers 400, not 503, when not live/ready
-                return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail="server not live")
-            ready = await self.call(model_ready.asyncio_detailed(self.model_name, client=self.client))
-            if ready.status_code != 200:
-                detail = self.refusal(ready.status_code, ready.parsed, ready.content, ready.headers).message
-                return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=detail)
-            server_ready = await self.call(health_ready.asyncio_detailed(client=self.client))
-            await self.refresh_version()
-        except EngineError as exc:
-            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
-        if server_ready.status_code != 200:  # our model is ready, another one is not
-            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail="not every model is ready")
-        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+    async def _probe_health(self) -> Any:
+        """Our model's readiness is what matters (Triton answers 400, not 503, when not live or not ready)."""
+        return await model_ready.asyncio_detailed(self.model_name, client=self.client)
+
+    async def _capacity_detail(self) -> str | None:
+        server_ready = await self.call(health_ready.asyncio_detailed(client=self.client))
+        return None if server_ready.status_code == 200 else "not every model is ready"
 
     async def props(self) -> EngineProps:
         """Triton reports no slots; the model's metadata (platform, inputs) is what it tells."""

@@ -15,7 +15,7 @@ from llama_orch_gen.engines.vllm.models.stream_options import StreamOptions
 from llama_orch_gen.engines.vllm.models.version_response import VersionResponse
 from llama_orch_gen.engines.vllm.types import UNSET
 
-from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
+from llama_orch.adapters.base import EngineProps, EngineVersion
 from llama_orch.adapters.http_adapter import HttpAdapter
 from llama_orch.adapters.http_policy import code_for_stream_error
 from llama_orch.adapters.streaming import EngineStream, Tally
@@ -76,19 +76,8 @@ class VllmAdapter(HttpAdapter):
             raise self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
         return EngineVersion(engine=self.engine, version=answer.parsed.version, model=self.model)
 
-    async def health(self) -> Health:
-        try:
-            answer = await self.call(health.asyncio_detailed(client=self.client))
-        except EngineError as exc:
-            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
-        if answer.status_code != 200:
-            error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
-            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
-        try:
-            await self.refresh_version()
-        except EngineError as exc:
-            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=exc.message)
-        return Health(live=True, ready=True, state=HealthState.HEALTHY)
+    async def _probe_health(self) -> Any:
+        return await health.asyncio_detailed(client=self.client)
 
     async def props(self) -> EngineProps:
         """vLLM batches continuously and reports no slots; the served model and its context length."""

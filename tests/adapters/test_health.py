@@ -1,0 +1,71 @@
+"""Health of every engine adapter: healthy, still loading, unreachable — one shared probe, engine-specific routes."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from llama_orch.adapters.base import HealthState
+from llama_orch.adapters.http_adapter import HttpAdapter
+from llama_orch.adapters.http_policy import HttpPolicy
+from tests.adapters.wire_fakes import DIALECTS, Dialect
+
+HEALTH_ROUTES = {
+    "llamacpp": "/health",
+    "vllm": "/health",
+    "tgi": "/health",
+    "triton": "/v2/models/ensemble/ready",
+}
+HEALTHY_BODY = {"llamacpp": b'{"status":"ok"}'}  # the others answer 200 with an empty body
+EXTRA_CONTROL = {  # routes the fakes' control tables leave out but the health probe reads
+    "triton": {"/v2/health/ready": (200, b"")},
+}
+
+
+def _adapter(dialect: Dialect, health_status: int | None) -> HttpAdapter:
+    """`health_status` None: the engine cannot be reached at all."""
+    control = {**dialect.control, **EXTRA_CONTROL.get(dialect.engine, {})}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        if health_status is None:
+            raise httpx.ConnectError("[Errno 111] Connection refused")
+        if request.url.path == HEALTH_ROUTES[dialect.engine]:
+            body = (
+                HEALTHY_BODY.get(dialect.engine, b"")
+                if health_status == 200
+                else json.dumps(dialect.error_body(health_status)).encode()
+            )
+            return httpx.Response(health_status, content=body, headers={"content-type": "application/json"})
+        status, body = control.get(request.url.path, (404, b'{"error":"not found"}'))
+        return httpx.Response(status, content=body, headers={"content-type": "application/json"})
+
+    return dialect.make(base_url="http://engine", policy=HttpPolicy(), transport=httpx.MockTransport(handle))
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.engine)
+async def test_healthy_engine_is_live_ready_and_versioned(dialect: Dialect) -> None:
+    adapter = _adapter(dialect, 200)
+    health = await adapter.health()
+    assert (health.live, health.ready, health.state) == (True, True, HealthState.HEALTHY), health.detail
+    assert (await adapter.engine_version()).version
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.engine)
+async def test_loading_engine_is_live_but_not_ready(dialect: Dialect) -> None:
+    status = 400 if dialect.engine == "triton" else 503  # Triton says "not ready" with 400
+    adapter = _adapter(dialect, status)
+    health = await adapter.health()
+    assert (health.live, health.ready, health.state) == (True, False, HealthState.UNHEALTHY)
+    assert health.detail
+    await adapter.aclose()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.engine)
+async def test_unreachable_engine_is_not_live(dialect: Dialect) -> None:
+    adapter = _adapter(dialect, None)
+    health = await adapter.health()
+    assert (health.live, health.ready, health.state) == (False, False, HealthState.UNHEALTHY)
+    await adapter.aclose()
