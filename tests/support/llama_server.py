@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -15,15 +14,9 @@ from pathlib import Path
 import httpx
 
 from llama_orch.devtools.llamacpp_build import ensure_llama_server
+from llama_orch.spawn import free_port
 
 READY_TIMEOUT_S = 60.0
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class LlamaServer:

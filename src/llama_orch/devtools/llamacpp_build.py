@@ -108,7 +108,9 @@ def _build(scratch: Path, say: Progress) -> None:
     started = time.monotonic()
     say(f"downloading the {SOURCE_PACKAGE} {VERSION} source package")
     _run(
-        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:"]
+        # Source for this package only: with `:all:` pip would also compile its build tools (CMake!) from source
+        # just to read the archive's metadata.
+        [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", SOURCE_PACKAGE]
         + ["--disable-pip-version-check", f"{SOURCE_PACKAGE}=={VERSION}", "--dest", str(scratch)],
         "download",
     )
