@@ -71,6 +71,8 @@ def _stream_refs(doc: dict[str, Any]) -> list[str]:
 def _client(spec: ApiSpec, out: Path, work: Path) -> None:
     rel = spec.path.relative_to(layout.ROOT).as_posix()
     bundled = bundle(spec)
+    # Shipped beside the client: the self-contained document servers serve and fuzzers read.
+    document = json.dumps(bundled, indent=1, ensure_ascii=False) + "\n"
     for item in bundled["paths"].values():
         for op in item.values():
             for response in op.get("responses", {}).values() if isinstance(op, dict) else ():
@@ -101,6 +103,7 @@ def _client(spec: ApiSpec, out: Path, work: Path) -> None:
     result = subprocess.run(cmd, capture_output=True, text=True, cwd=work)
     if result.returncode != 0:
         raise GenerationError(f"openapi-python-client failed on {rel}:\n{result.stdout}\n{result.stderr}")
+    (target / "openapi.json").write_text(document, encoding="utf-8")
     if any(stream_ref(ref).startswith("#") for ref in _stream_refs(load(spec.path))):
         wire = work / f"{spec.package}.wire"
         _datamodel(spec.path, wire, InputFileType.OpenAPI, rel)

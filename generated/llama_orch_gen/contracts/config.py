@@ -65,6 +65,10 @@ class ReplicaConfig(BaseModel):
     """
     llama.cpp only: native /completion, OpenAI /v1/completions, or negotiate (probe /v1/models, fall back to native).
     """
+    max_inflight: Annotated[int | None, Field(ge=1)] = None
+    """
+    Tasks dispatched to this replica at once; the rest wait in the pool queue. Default: the engine's slot count where it reports one (llama.cpp), else 16.
+    """
     id_slot: Annotated[int | None, Field(ge=0)] = None
     """
     llama.cpp only: run every task of this replica in this slot (pinning; same slot, same cache, reproducible batches). Absent: any free slot.
@@ -127,7 +131,11 @@ class OrchestratorConfig(BaseModel):
     health_interval_ms: Annotated[int | None, Field(ge=50)] = 2000
     stream_hold_ms: Annotated[int | None, Field(ge=0)] = 60000
     """
-    How long events of a task whose stream is not opened yet are held.
+    How long events are held for a reader: a task whose stream is not opened within this time, or whose reader stops reading for this long with its buffer full, is canceled (SLOW_CONSUMER) so it never holds an engine slot forever.
+    """
+    stream_buffer_events: Annotated[int | None, Field(ge=16)] = 1024
+    """
+    Events buffered per task for a slow reader; when full, the engine is read no faster than the client (tokens are never dropped, metrics frames are).
     """
     session_ttl_ms: Annotated[int | None, Field(ge=1000)] = 600000
     session_max_turns: Annotated[int | None, Field(ge=1)] = 8

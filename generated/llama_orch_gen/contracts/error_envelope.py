@@ -34,6 +34,9 @@ class ErrorEnvelope(BaseModel):
             "NOT_FOUND",
             "PAYLOAD_TOO_LARGE",
             "UNSUPPORTED_MEDIA_TYPE",
+            "SLOW_CONSUMER",
+            "CONFLICT",
+            "METHOD_NOT_ALLOWED",
         ],
         Field(title="ErrorCode"),
     ]

@@ -128,6 +128,9 @@ class StreamError(BaseModel):
             "NOT_FOUND",
             "PAYLOAD_TOO_LARGE",
             "UNSUPPORTED_MEDIA_TYPE",
+            "SLOW_CONSUMER",
+            "CONFLICT",
+            "METHOD_NOT_ALLOWED",
         ],
         Field(title="ErrorCode"),
     ]

@@ -38,6 +38,13 @@ ERROR_CODES: Final[dict[str, ErrorCodeInfo]] = {
     "NOT_FOUND": ErrorCodeInfo(404, False, "Unknown task, session, pool or route."),
     "PAYLOAD_TOO_LARGE": ErrorCodeInfo(413, False, "The request body exceeds the configured limit."),
     "UNSUPPORTED_MEDIA_TYPE": ErrorCodeInfo(415, False, "The request body is not application/json."),
+    "SLOW_CONSUMER": ErrorCodeInfo(
+        408,
+        True,
+        "The stream\u0027s reader stopped reading (or never opened the stream) for longer than stream_hold_ms; the engine request was canceled to free its slot.",
+    ),
+    "CONFLICT": ErrorCodeInfo(409, False, "The task\u0027s stream is already being read by another client."),
+    "METHOD_NOT_ALLOWED": ErrorCodeInfo(405, False, "The route exists but not with this HTTP method."),
 }
 
 
