@@ -2,6 +2,7 @@
 
     LlamaOrchError
     ├── EngineError    an engine call failed; carries the contract's error code (see `tables.ERROR_CODES`)
+    ├── ApiError       the orchestrator refuses a request; becomes the error envelope with the code's HTTP status
     └── ConfigError    the configuration cannot work (e.g. a bearer-token variable that is not set)
 
 Every message that leaves an adapter (error events, health details, logs) goes through `redact` first.
@@ -17,7 +18,7 @@ from typing import Literal, get_args
 from llama_orch_gen.contracts.events import StreamError
 from llama_orch_gen.contracts.tables import ERROR_CODES
 
-__all__ = ["ConfigError", "EngineError", "ErrorCode", "LlamaOrchError", "fingerprint", "redact"]
+__all__ = ["ApiError", "ConfigError", "EngineError", "ErrorCode", "LlamaOrchError", "fingerprint", "redact"]
 
 ErrorCode = Literal[
     "ADMISSION_REJECT",
@@ -37,6 +38,9 @@ ErrorCode = Literal[
     "NOT_FOUND",
     "PAYLOAD_TOO_LARGE",
     "UNSUPPORTED_MEDIA_TYPE",
+    "SLOW_CONSUMER",
+    "CONFLICT",
+    "METHOD_NOT_ALLOWED",
 ]
 
 _MAX_MESSAGE = 512
@@ -80,6 +84,51 @@ class EngineError(LlamaOrchError):
             retriable=self.retriable,
             retry_after_ms=self.retry_after_ms,
         )
+
+
+class ApiError(LlamaOrchError):
+    """A refused request. `status` comes from the contract table; `retry_after_ms` also sets `Retry-After` (whole
+    seconds, at least 1) and `X-Backoff-Ms`; `field` names the offending JSON path for INVALID_PARAMS."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        message: str,
+        *,
+        field: str | None = None,
+        retry_after_ms: int | None = None,
+        policy_label: str | None = None,
+        pool_id: str | None = None,
+        task_id: str | None = None,
+    ) -> None:
+        self.code: ErrorCode = code
+        self.status = ERROR_CODES[code].status
+        self.message = redact(message)[:_MAX_MESSAGE]
+        self.field = field
+        self.retry_after_ms = retry_after_ms
+        self.policy_label = policy_label
+        self.pool_id = pool_id
+        self.task_id = task_id
+        super().__init__(f"{code}: {self.message}")
+
+    def envelope(self) -> dict[str, object]:
+        """The error envelope (specs/schemas/error-envelope.json), without absent fields."""
+        body: dict[str, object] = {
+            "code": self.code,
+            "message": self.message,
+            "retriable": ERROR_CODES[self.code].retriable,
+            "retry_after_ms": self.retry_after_ms,
+            "policy_label": self.policy_label,
+            "pool_id": self.pool_id,
+            "task_id": self.task_id,
+            "field": self.field,
+        }
+        return {k: v for k, v in body.items() if v is not None}
+
+    def headers(self) -> dict[str, str]:
+        if self.retry_after_ms is None:
+            return {}
+        return {"Retry-After": str(max(1, self.retry_after_ms // 1000)), "X-Backoff-Ms": str(self.retry_after_ms)}
 
 
 def fingerprint(secret: str) -> str:

@@ -27,6 +27,7 @@ class Health:
     ready: bool
     state: HealthState
     detail: str | None = None  # why it is not healthy, already redacted
+    code: str | None = None  # the contract error code of that reason (e.g. UPSTREAM_AUTH), when there is one
 
 
 @dataclass(frozen=True)

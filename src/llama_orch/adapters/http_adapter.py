@@ -78,16 +78,17 @@ class HttpAdapter(StreamingAdapter):
         try:
             answer = await self.call(self._probe_health())
         except EngineError as exc:
-            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message)
+            return Health(live=False, ready=False, state=HealthState.UNHEALTHY, detail=exc.message, code=exc.code)
         if answer.status_code != 200:
             error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
-            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message)
+            return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message, code=error.code)
         try:
             await self.refresh_version()
             busy = await self._capacity_detail()
         except EngineError as exc:  # e.g. the version route needs the key we lack: reachable but not usable
             state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
-            return Health(live=True, ready=state is HealthState.DEGRADED, state=state, detail=exc.message)
+            ready = state is HealthState.DEGRADED
+            return Health(live=True, ready=ready, state=state, detail=exc.message, code=exc.code)
         if busy is not None:
             return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=busy)
         return Health(live=True, ready=True, state=HealthState.HEALTHY)

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import math
-import os
 import random
 import time
 from collections.abc import Awaitable, Callable
@@ -25,7 +24,8 @@ import httpx
 from llama_orch_gen._streaming import StreamDecodeError, StreamTruncated
 from llama_orch_gen.contracts.config import ReplicaConfig, RetryPolicy, Timeouts
 
-from llama_orch.errors import ConfigError, EngineError, ErrorCode
+from llama_orch.errors import EngineError, ErrorCode
+from llama_orch.secrets import token_from_env
 
 __all__ = [
     "HttpPolicy",
@@ -86,12 +86,7 @@ def _ms(value: int | None, default: int) -> float:
 
 def bearer_token(replica: ReplicaConfig) -> str | None:
     """The replica's engine token, read from the environment variable the config names (never from the file)."""
-    if replica.bearer_token_env is None:
-        return None
-    token = os.environ.get(replica.bearer_token_env)
-    if not token:
-        raise ConfigError(f"replica {replica.id!r}: environment variable {replica.bearer_token_env} is not set")
-    return token
+    return token_from_env(replica.bearer_token_env, f"replica {replica.id!r}")
 
 
 def make_http_client(

@@ -3,6 +3,7 @@ template), chosen by `api` or negotiated (`auto`: probe `GET /v1/models`, fall b
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any, Literal
 
 import httpx
@@ -49,6 +50,7 @@ class LlamaCppAdapter(HttpAdapter):
         self.api = api
         self.id_slot = id_slot  # pin every task of this replica to one slot (determinism: same slot, same cache)
         self._negotiated: Literal["native", "openai"] | None = None if api == "auto" else api
+        self._slots_total: int | None = None  # from the last `props()`, for session slot affinity
         self.client = Client(base_url=self.base_url).set_async_httpx_client(self.http)
 
     # -- streaming ---------------------------------------------------------------------------------------------
@@ -78,8 +80,18 @@ class LlamaCppAdapter(HttpAdapter):
             "stop": list(task.stop or ()),
             # Reusing a cached prefix changes batch shapes and so, slightly, the numbers: not under `strict`.
             "cache_prompt": task.determinism != "strict",
-            "id_slot": -1 if self.id_slot is None else self.id_slot,
+            "id_slot": self._slot_for(task),
         }
+
+    def _slot_for(self, task: TaskRequest) -> int:
+        """The replica's pinned slot; else, for a session asking to reuse its cache, the same slot every turn
+        (the slot holds the session's prompt cache); else any free slot (-1)."""
+        if self.id_slot is not None:
+            return self.id_slot
+        if task.session_id is not None and task.kv_hint == "reuse" and self._slots_total:
+            digest = hashlib.sha256(task.session_id.encode()).digest()
+            return int.from_bytes(digest[:4], "big") % self._slots_total
+        return -1
 
     async def _api(self) -> Literal["native", "openai"]:
         """`auto`: the OpenAI surface if `GET /v1/models` answers, native if it is missing (404); anything else
@@ -157,6 +169,7 @@ class LlamaCppAdapter(HttpAdapter):
             free = sum(not slot.is_processing for slot in answer.parsed)
         settings = found.default_generation_settings.to_dict()
         n_ctx = settings.get("n_ctx")
+        self._slots_total = found.total_slots
         return EngineProps(
             slots_total=found.total_slots,
             slots_free=free,
