@@ -1,11 +1,19 @@
-"""The `llama-orch` command."""
+"""The `llama-orch` command: `serve` the orchestrator, `submit` a task and watch its stream, `preflight` the engines."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import sys
+import time
+from pathlib import Path
+from typing import Any
 
 from . import __version__
+from .errors import ConfigError, LlamaOrchError
+
+ENGINES = ("llamacpp", "vllm", "tgi", "triton")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,12 +22,192 @@ def build_parser() -> argparse.ArgumentParser:
         description="Orchestrate LLM inference engines (llama.cpp, vLLM, TGI, Triton) behind one typed event stream.",
     )
     parser.add_argument("--version", action="version", version=f"llama-orch {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = sub.add_parser(
+        "serve",
+        help="run the orchestrator (SSE /v1/tasks and NDJSON /infer)",
+        description="Run the orchestrator. Pools come from --config, or --engine/--engine-url, or the llama.cpp "
+        "daemon flags (--llama-url ...) and ORCHD_LLAMACPP_URL/_POOL/_REPLICA, ORCHD_VLLM_URL/_POOL/_REPLICA; "
+        "with none of them it runs the embedded mock engine and says so.",
+    )
+    _add_engine_flags(serve)
+    serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.add_argument("--auth-token-env", metavar="VAR", help="require `Bearer $VAR` on the API")
+    serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    spawn = serve.add_argument_group("spawned engine")
+    spawn.add_argument("--spawn-llama", action="store_true", help="run and supervise a llama-server for --model FILE")
+    spawn.add_argument("--llama-bin", help="llama-server binary (default: the cached build, built if missing)")
+    spawn.add_argument("--llama-ctx", type=int, default=4096, help="context size of the spawned server")
+    spawn.add_argument("--llama-parallel", type=int, default=2, help="slots of the spawned server")
+    spawn.add_argument("--llama-threads", type=int, help="threads of the spawned server")
+
+    submit = sub.add_parser("submit", help="submit one task and stream its tokens to the terminal")
+    submit.add_argument("prompt", help="the raw completion prompt")
+    submit.add_argument("--url", default=os.environ.get("LLAMA_ORCH_URL", "http://127.0.0.1:8000"))
+    submit.add_argument("--seed", type=int)
+    submit.add_argument("--max-tokens", type=int, default=64)
+    submit.add_argument("--temperature", type=float)
+    submit.add_argument("--pool", help="pin the task to this pool")
+    submit.add_argument("--token-env", metavar="VAR", help="send `Bearer $VAR`")
+
+    preflight = sub.add_parser(
+        "preflight", help="check every configured replica (reachability, auth, version, model, a one-token dry run)"
+    )
+    _add_engine_flags(preflight)
     return parser
 
 
+def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
+    from .serve_config import parse_duration_ms
+
+    parser.add_argument("--config", metavar="FILE", help="YAML/JSON configuration (specs/schemas/config.json)")
+    parser.add_argument("--engine", choices=ENGINES, help="engine kind of a one-replica pool")
+    parser.add_argument("--engine-url", metavar="URL", help="engine base URL, e.g. http://127.0.0.1:8080")
+    parser.add_argument("--model", help="model name sent to the engine (with --spawn-llama: the .gguf file)")
+    parser.add_argument("--queue-capacity", type=int, help="tasks waiting per pool (default 8)")
+    parser.add_argument("--queue-policy", choices=["reject", "drop-lru"], help="when the queue is full")
+    parser.add_argument("--max-inflight", type=int, help="tasks per replica at once (default: engine slots, or 16)")
+    legacy = parser.add_argument_group("llama.cpp daemon flags")
+    legacy.add_argument("--llama-url", metavar="URL", help="llama-server base URL")
+    legacy.add_argument("--llama-api-key", help="llama-server API key (prefer a variable: visible in ps)")
+    legacy.add_argument("--llama-timeout", type=parse_duration_ms, metavar="DUR", help="request timeout (30s)")
+    legacy.add_argument("--llama-connect-timeout", type=parse_duration_ms, metavar="DUR", help="connect timeout (5s)")
+    legacy.add_argument(
+        "--llama-use-openai",
+        nargs="?",
+        const=True,
+        type=_boolean,
+        metavar="BOOL",
+        help="OpenAI /v1/completions (true) or native /completion (false); default: negotiate",
+    )
+    parser.set_defaults(spawned_model=None)
+
+
+def _boolean(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"not a boolean: {text!r}")
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "serve":
+            return _serve(args)
+        if args.command == "submit":
+            return _submit(args)
+        return _preflight(args)
+    except LlamaOrchError as exc:
+        print(f"llama-orch: {exc}", file=sys.stderr)
+        return 2
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from .adapters.factory import build_registry
+    from .logs import configure
+    from .serve_config import config_from_args
+    from .service.app import create_app
+    from .spawn import SupervisedLlamaServer
+
+    supervised: SupervisedLlamaServer | None = None
+    if args.spawn_llama:
+        supervised = _spawn(args)
+        args.llama_url, args.spawned_model = supervised.base_url, args.model
+    try:
+        config, source = config_from_args(args)
+        secrets = [os.environ.get(v, "") for v in _token_vars(config)]
+        configure(args.log_level, secrets)
+        app = create_app(config, build_registry(config))
+        print(f"llama-orch {__version__} serving {source} on http://{args.host}:{args.port}", file=sys.stderr)
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    finally:
+        if supervised is not None:
+            supervised.stop()
     return 0
+
+
+def _spawn(args: argparse.Namespace) -> Any:
+    from .spawn import SupervisedLlamaServer
+
+    if not args.model or not Path(args.model).is_file():
+        raise ConfigError("--spawn-llama needs --model FILE.gguf (an existing file)")
+    if args.llama_bin:
+        binary = Path(args.llama_bin)
+    else:
+        from .devtools.llamacpp_build import ensure_llama_server
+
+        binary = ensure_llama_server()
+    extra = ["--ctx-size", str(args.llama_ctx * args.llama_parallel), "--parallel", str(args.llama_parallel)]
+    if args.llama_threads:
+        extra += ["--threads", str(args.llama_threads)]
+    server = SupervisedLlamaServer(binary, Path(args.model), extra_args=extra).start()
+    print(f"llama-orch: supervising llama-server at {server.base_url} ({args.model})", file=sys.stderr)
+    return server
+
+
+def _token_vars(config: Any) -> list[str]:
+    names = [config.auth_token_env] if config.auth_token_env else []
+    return names + [r.bearer_token_env for p in config.pools for r in p.replicas if r.bearer_token_env]
+
+
+def _submit(args: argparse.Namespace) -> int:
+    from llama_orch_gen.orchestrator import AuthenticatedClient, Client
+    from llama_orch_gen.orchestrator.api.tasks import create_task, stream_task
+    from llama_orch_gen.orchestrator.models import AdmissionResponse, TaskRequest
+
+    body: dict[str, Any] = {"prompt": args.prompt, "max_tokens": args.max_tokens}
+    for field, value in (("seed", args.seed), ("temperature", args.temperature)):
+        if value is not None:
+            body[field] = value
+    if args.pool:
+        body["placement"] = {"mode": "pin", "pin_pool_id": args.pool}
+    token = os.environ.get(args.token_env, "") if args.token_env else ""
+    client: Client | AuthenticatedClient = (
+        AuthenticatedClient(base_url=args.url, token=token) if token else Client(base_url=args.url)
+    )
+    began = time.monotonic()
+    with client:
+        admitted = create_task.sync_detailed(client=client, body=TaskRequest.from_dict(body))
+        if not isinstance(admitted.parsed, AdmissionResponse):
+            print(f"llama-orch: refused ({admitted.status_code}): {admitted.content.decode()}", file=sys.stderr)
+            return 1
+        first: float | None = None
+        tokens = 0
+        with stream_task.stream(admitted.parsed.task_id, client=client) as events:
+            for event in events:
+                root = event.root
+                if root.event == "token":
+                    first = first or time.monotonic()
+                    tokens += 1
+                    print(root.data.t, end="", flush=True)
+                elif root.event == "error":
+                    print(f"\nllama-orch: {root.data.code}: {root.data.message}", file=sys.stderr)
+                    return 1
+                elif root.event == "end":
+                    elapsed = time.monotonic() - (first or began)
+                    rate = tokens / elapsed if first and elapsed > 0 else 0.0
+                    ttft = f"{(first - began) * 1000:.0f} ms" if first else "n/a"
+                    summary = f"{tokens} tokens, first token {ttft}, {rate:.1f} tokens/s"
+                    print(f"\n-- {summary}, finish {root.data.finish_reason}", file=sys.stderr)
+    return 0
+
+
+def _preflight(args: argparse.Namespace) -> int:
+    from .preflight import format_table, run_preflight
+    from .serve_config import config_from_args
+
+    args.auth_token_env = None
+    config, source = config_from_args(args)
+    print(f"preflight of {source}", file=sys.stderr)
+    checks = asyncio.run(run_preflight(config))
+    print(format_table(checks))
+    return 0 if checks and all(c.ok for c in checks) else 1
 
 
 if __name__ == "__main__":

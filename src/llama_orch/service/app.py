@@ -1,0 +1,296 @@
+"""The orchestrator's HTTP surface (specs/orchestrator.openapi.yaml), served by Starlette.
+
+Every refusal is the error envelope with its code's status (`/infer` keeps its own `{error, code}` shape); every
+response carries `X-Correlation-Id`. The two streaming routes are plain ASGI apps: they write each batch of
+buffered events in one send and cancel the task when the client goes away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from importlib import resources
+from typing import Any
+
+from llama_orch_gen.contracts.config import OrchestratorConfig
+from llama_orch_gen.contracts.infer_request import InferRequest
+from llama_orch_gen.contracts.tables import ERROR_CODES
+from llama_orch_gen.contracts.task_request import TaskRequest
+from pydantic import BaseModel
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from llama_orch.adapters.base import AdapterRegistry
+from llama_orch.errors import ApiError
+from llama_orch.secrets import token_from_env
+from llama_orch.service.middleware import BearerAuth, CorrelationId
+from llama_orch.service.orchestrator import Orchestrator
+from llama_orch.service.runs import TaskRun
+from llama_orch.service.wire import infer_done, infer_line, read_model, sse_frames
+
+__all__ = ["create_app", "openapi_document"]
+
+logger = logging.getLogger("llama_orch.service")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),
+]
+_NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-cache")]
+
+
+def openapi_document() -> bytes:
+    """The committed spec, bundled into one document by `python xtask.py regen`."""
+    return resources.files("llama_orch_gen.orchestrator").joinpath("openapi.json").read_bytes()
+
+
+def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlette:
+    orch = Orchestrator(config, registry)
+    max_body = config.max_body_bytes or 1_048_576
+
+    @asynccontextmanager
+    async def lifespan(_: Starlette) -> AsyncIterator[None]:
+        await orch.start()
+        try:
+            yield
+        finally:
+            await orch.stop()
+
+    async def create_task(request: Request) -> Response:
+        try:
+            task = await read_model(request.scope, request.receive, TaskRequest, max_body)
+        except ApiError as error:
+            orch.count_rejection(error, None)
+            raise
+        run = orch.submit(task)
+        admission = {
+            "task_id": run.task_id,
+            "queue_position": run.queue_position,
+            "predicted_start_ms": run.predicted_start_ms,
+            "backoff_ms": 0,
+            "pool_id": run.pool_id,
+            "streams": {"sse": f"/v1/tasks/{run.task_id}/stream"},
+        }
+        return JSONResponse(admission, status_code=202)
+
+    async def cancel_task(request: Request) -> Response:
+        task_id = _path_id(request, "task_id", "task")
+        if not orch.cancel(task_id):
+            raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
+        return Response(status_code=204)
+
+    async def get_session(request: Request) -> Response:
+        session_id = _path_id(request, "session_id", "session")
+        session = orch.sessions.get(session_id)
+        if session is None:
+            raise ApiError("NOT_FOUND", f"no session {session_id!r}")
+        return _model(orch.sessions.info(session))
+
+    async def delete_session(request: Request) -> Response:
+        session_id = _path_id(request, "session_id", "session")
+        if not orch.sessions.delete(session_id):
+            raise ApiError("NOT_FOUND", f"no session {session_id!r}")
+        return Response(status_code=204)
+
+    async def capabilities(_: Request) -> Response:
+        return _model(orch.capabilities())
+
+    async def pool_health(request: Request) -> Response:
+        return _model(orch.pool_health(request.path_params["pool_id"]))
+
+    async def metrics(_: Request) -> Response:
+        orch.refresh_gauges()
+        return Response(orch.metrics.render(), media_type="text/plain; version=0.0.4")
+
+    async def openapi(_: Request) -> Response:
+        return Response(openapi_document(), media_type="application/json")
+
+    async def stream_task(scope: Scope, receive: Receive, send: Send) -> None:
+        run = orch.attach(_path_id(Request(scope), "task_id", "task"))
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await _until_disconnect(receive, _write_sse(run, send, lambda: orch.detach(run)))
+        finally:
+            orch.detach(run)
+
+    async def infer(scope: Scope, receive: Receive, send: Send) -> None:
+        request = await read_model(scope, receive, InferRequest, max_body)
+        _check_model(orch, request.model)
+        run = orch.attach(orch.submit(_infer_task(request)).task_id)
+        try:
+            await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
+            await _until_disconnect(receive, _write_ndjson(run, send, lambda: orch.detach(run)))
+        finally:
+            orch.detach(run)
+
+    routes = [
+        Route("/v1/tasks", create_task, methods=["POST"]),
+        Route("/v1/tasks/{task_id}/stream", _Asgi(stream_task), methods=["GET"]),
+        Route("/v1/tasks/{task_id}/cancel", cancel_task, methods=["POST"]),
+        Route("/v1/sessions/{session_id}", get_session, methods=["GET"]),
+        Route("/v1/sessions/{session_id}", delete_session, methods=["DELETE"]),
+        Route("/v1/capabilities", capabilities, methods=["GET"]),
+        Route("/v1/pools/{pool_id}/health", pool_health, methods=["GET"]),
+        Route("/infer", _Asgi(infer), methods=["POST"]),
+        Route("/metrics", metrics, methods=["GET"]),
+        Route("/openapi.json", openapi, methods=["GET"]),
+    ]
+    middleware = [Middleware(CorrelationId)]
+    token = token_from_env(config.auth_token_env, "auth_token_env")
+    if token is not None:
+        middleware.append(Middleware(BearerAuth, token=token, public=_public_paths(config), refuse=_error_response))
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        lifespan=lifespan,
+        exception_handlers={ApiError: _handle, HTTPException: _handle, Exception: _handle},
+    )
+    app.state.orchestrator = orch
+    return app
+
+
+class _Asgi:
+    """A plain ASGI endpoint for `Route` (Starlette wraps functions as request/response handlers)."""
+
+    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
+# -- streams ---------------------------------------------------------------------------------------------------
+
+
+async def _until_disconnect(receive: Receive, writer: Awaitable[None]) -> None:
+    """Run `writer` until it ends or the client disconnects (then it is canceled, which cancels the task)."""
+    write = asyncio.ensure_future(writer)
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        await asyncio.wait({write, watcher}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for job in (write, watcher):
+            job.cancel()
+        await asyncio.gather(write, watcher, return_exceptions=True)
+    if write.done() and not write.cancelled() and write.exception() is not None:
+        raise write.exception()  # type: ignore[misc]
+
+
+async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
+    async for batch in run.batches():
+        await send({"type": "http.response.body", "body": sse_frames(batch), "more_body": True})
+    delivered()  # forget the task before the client can see the stream end and ask about it again
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
+    text: list[str] = []
+    async for batch in run.batches():
+        lines: list[bytes] = []
+        for event in batch:
+            root = event.root
+            if root.event == "token":
+                text.append(root.data.t)
+                lines.append(infer_line({"token": root.data.t}))
+            elif root.event == "end":
+                end = root.data
+                reason = end.finish_reason or "stop"
+                lines.append(infer_done("".join(text), reason, end.tokens_in or 0, end.tokens_out))
+            elif root.event == "error":
+                status = ERROR_CODES[root.data.code].status
+                lines.append(infer_line({"error": f"{root.data.code}: {root.data.message}", "code": status}))
+        await send({"type": "http.response.body", "body": b"".join(lines), "more_body": True})
+    delivered()
+    await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
+def _infer_task(request: InferRequest) -> TaskRequest:
+    """The `/infer` body as a task: 0 or absent `max_tokens`/`seed` mean the orchestrator's defaults."""
+    fields: dict[str, Any] = {
+        "prompt": request.prompt,
+        "model_ref": request.model or None,
+        "max_tokens": request.max_tokens or None,
+        "seed": request.seed or None,
+        "temperature": request.temperature,
+        "top_p": request.top_p or None,
+        "top_k": request.top_k,
+        "stop": request.stop,
+        "repeat_penalty": request.repeat_penalty or None,
+    }
+    return TaskRequest.model_validate({k: v for k, v in fields.items() if v is not None})
+
+
+def _check_model(orch: Orchestrator, model: str | None) -> None:
+    served = [pool.config.model for pool in orch.pools.values()]
+    if model and None not in served and model not in served:
+        raise ApiError("NOT_FOUND", f"model {model!r} not found (served: {', '.join(m for m in served if m)})")
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+
+
+def _path_id(request: Request, name: str, what: str) -> str:
+    value = str(request.path_params[name])
+    if not _ID.match(value):
+        raise ApiError("NOT_FOUND", f"no {what} {value[:64]!r}")
+    return value
+
+
+def _model(model: BaseModel) -> Response:
+    return Response(model.model_dump_json(exclude_none=True), media_type="application/json")
+
+
+def _error_response(scope: Scope, error: ApiError) -> ASGIApp:
+    """The envelope, or `{error, code}` on `/infer`."""
+    headers = error.headers()
+    if error.code == "UNAUTHENTICATED":
+        headers["WWW-Authenticate"] = "Bearer"
+    if scope["path"] == "/infer":
+        return JSONResponse({"error": error.message, "code": error.status}, error.status, headers)
+    return JSONResponse(error.envelope(), error.status, headers)
+
+
+async def _handle(request: Request, exc: Exception) -> Response:
+    if isinstance(exc, ApiError):
+        error = exc
+    elif isinstance(exc, HTTPException) and exc.status_code == 405:
+        error = ApiError("METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
+    elif isinstance(exc, HTTPException) and exc.status_code == 404:
+        error = ApiError("NOT_FOUND", f"no route {request.url.path}")
+    else:
+        logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+        error = ApiError("INTERNAL", "internal error; see the orchestrator's log")
+    response = _error_response(request.scope, error)
+    assert isinstance(response, Response)
+    return response
+
+
+# -- configuration ---------------------------------------------------------------------------------------------
+
+
+def _public_paths(config: OrchestratorConfig) -> Callable[[str], bool]:
+    public_health = config.auth_public_health is not False
+    public_metrics = config.auth_public_metrics is not False
+
+    def public(path: str) -> bool:
+        if path == "/openapi.json":
+            return True
+        if path == "/metrics":
+            return public_metrics
+        return public_health and path.startswith("/v1/pools/") and path.endswith("/health")
+
+    return public

@@ -1,0 +1,277 @@
+"""A pool: its replicas' health, its bounded two-lane admission queue, and dispatch to the least-loaded ready
+replica. Everything here runs on the event loop without awaiting between a decision and its effect, so admission,
+dispatch and cancel never race each other.
+
+Scale-out is more engine replicas (engines addressed by URL, on any host), not a cluster of orchestrators.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from llama_orch_gen.contracts.config import PoolConfig, ReplicaConfig
+from llama_orch_gen.contracts.events import TaskEvent
+
+from llama_orch.adapters.base import HealthState, WorkerAdapter
+from llama_orch.errors import ApiError, EngineError
+from llama_orch.service.runs import TaskRun
+
+__all__ = ["DEFAULT_MAX_INFLIGHT", "Pool", "ReplicaState"]
+
+logger = logging.getLogger("llama_orch.service")
+
+DEFAULT_MAX_INFLIGHT = 16  # engines that report no slot count (vLLM, TGI, Triton batch continuously)
+_RETRY_AFTER_MS = 1000
+_INITIAL_SERVICE_MS = 100.0  # predicted wait per queued task before any task has finished
+_LANES = ("interactive", "batch")
+_dispatch_order = itertools.count()
+
+
+@dataclass(eq=False)
+class ReplicaState:
+    adapter: WorkerAdapter
+    config: ReplicaConfig
+    live: bool = False
+    ready: bool = False
+    state: HealthState = HealthState.UNHEALTHY
+    engine_version: str = ""
+    slots_total: int | None = None
+    slots_free: int | None = None
+    ctx_size: int | None = None
+    inflight: int = 0
+    last_error: str | None = None
+    last_code: str | None = None  # contract code of `last_error`
+    last_dispatch: int = 0
+
+    @property
+    def id(self) -> str:
+        return self.adapter.replica_id
+
+    @property
+    def max_inflight(self) -> int:
+        return self.config.max_inflight or self.slots_total or DEFAULT_MAX_INFLIGHT
+
+    @property
+    def has_room(self) -> bool:
+        return self.ready and self.inflight < self.max_inflight
+
+    async def probe(self, timeout_s: float) -> bool:
+        """Refresh health, capacity and version; True when readiness changed."""
+        was_ready = self.ready
+        try:
+            async with asyncio.timeout(timeout_s):
+                health = await self.adapter.health()
+                if health.ready:
+                    props = await self.adapter.props()
+                    self.slots_total, self.slots_free, self.ctx_size = (
+                        props.slots_total,
+                        props.slots_free,
+                        props.ctx_size,
+                    )
+                    self.engine_version = (await self.adapter.engine_version()).version
+        except (EngineError, TimeoutError) as exc:
+            message = exc.message if isinstance(exc, EngineError) else f"no health answer within {timeout_s:g}s"
+            self.live, self.ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
+            self.last_code = exc.code if isinstance(exc, EngineError) else "POOL_UNAVAILABLE"
+        else:
+            self.live, self.ready, self.state = health.live, health.ready, health.state
+            if health.detail and not health.ready:
+                self.last_error, self.last_code = health.detail, health.code
+        if was_ready != self.ready:
+            logger.info(
+                "replica %s/%s is %s",
+                self.adapter.pool_id,
+                self.id,
+                "ready" if self.ready else f"unready: {self.last_error}",
+                extra={"pool_id": self.adapter.pool_id, "replica_id": self.id},
+            )
+        return was_ready != self.ready
+
+    def mark_failed(self, error: EngineError) -> None:
+        """The engine failed a task before starting it: skip it until the next health probe says otherwise."""
+        self.ready, self.state, self.last_error, self.last_code = (
+            False,
+            HealthState.UNHEALTHY,
+            error.message,
+            error.code,
+        )
+
+
+@dataclass(eq=False)
+class Pool:
+    config: PoolConfig
+    replicas: list[ReplicaState]
+    on_event: Callable[[TaskRun, ReplicaState, TaskEvent], None]
+    on_dropped: Callable[[TaskRun], None]
+    lanes: dict[str, deque[TaskRun]] = field(default_factory=lambda: {lane: deque() for lane in _LANES})
+    service_ms: float = _INITIAL_SERVICE_MS  # moving average of dispatch→terminal, for predicted_start_ms
+    _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    @property
+    def id(self) -> str:
+        return self.config.id
+
+    @property
+    def engine(self) -> str:
+        return self.config.engine
+
+    @property
+    def capacity(self) -> int:
+        return self.config.queue.capacity if self.config.queue and self.config.queue.capacity else 8
+
+    @property
+    def policy(self) -> str:
+        return self.config.queue.policy if self.config.queue and self.config.queue.policy else "reject"
+
+    @property
+    def depth(self) -> int:
+        return sum(len(lane) for lane in self.lanes.values())
+
+    @property
+    def ready(self) -> bool:
+        return any(r.ready for r in self.replicas)
+
+    def engine_version(self) -> str:
+        """The version label of pool-level metrics: the first known replica version."""
+        return next((r.engine_version for r in self.replicas if r.engine_version), "")
+
+    # -- admission ---------------------------------------------------------------------------------------------
+
+    def admit(self, run: TaskRun) -> None:
+        """Queue `run` (or refuse it with `ApiError`) and dispatch whatever can start now."""
+        if not self.ready:
+            errors = "; ".join(f"{r.id}: {r.last_error}" for r in self.replicas if r.last_error)
+            # Every replica refusing our credentials is a configuration fault, not a wait-and-retry condition.
+            auth = all(r.last_code == "UPSTREAM_AUTH" for r in self.replicas)
+            raise ApiError(
+                "UPSTREAM_AUTH" if auth else "POOL_UNREADY",
+                f"pool {self.id!r} has no ready replica" + (f" ({errors})" if errors else ""),
+                retry_after_ms=_RETRY_AFTER_MS,
+                pool_id=self.id,
+            )
+        if self.depth >= self.capacity and not self._room_now():
+            if self.policy == "reject":
+                raise ApiError(
+                    "ADMISSION_REJECT",
+                    f"pool {self.id!r} queue is full ({self.capacity} waiting)",
+                    retry_after_ms=self._backoff_ms(),
+                    policy_label="reject",
+                    pool_id=self.id,
+                )
+            victim = (self.lanes["batch"] or self.lanes["interactive"]).popleft()
+            victim.fail("QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task", _ignore)
+            self.on_dropped(victim)
+        ahead = len(self.lanes["interactive"]) + (len(self.lanes["batch"]) if run.priority == "batch" else 0)
+        run.queue_position = ahead
+        run.predicted_start_ms = self._predict_ms(ahead)
+        self.lanes[run.priority].append(run)
+        self.dispatch()
+
+    def _room_now(self) -> bool:
+        return self.depth == 0 and any(r.has_room for r in self.replicas)
+
+    def _predict_ms(self, ahead: int) -> int:
+        if ahead == 0 and any(r.has_room for r in self.replicas):
+            return 0
+        slots = sum(r.max_inflight for r in self.replicas if r.ready) or 1
+        return int((ahead + 1) * self.service_ms / slots)
+
+    def _backoff_ms(self) -> int:
+        return max(_RETRY_AFTER_MS, self._predict_ms(self.depth))
+
+    def remove(self, run: TaskRun) -> bool:
+        """Take a queued run out of its lane (cancel before dispatch)."""
+        lane = self.lanes[run.priority]
+        if run in lane:
+            lane.remove(run)
+            return True
+        return False
+
+    # -- dispatch ----------------------------------------------------------------------------------------------
+
+    def dispatch(self) -> None:
+        """Start queued runs, interactive first, each on the least-loaded ready replica with room."""
+        for lane in self.lanes.values():
+            for run in list(lane):
+                replica = self._pick(run)
+                if replica is None:
+                    if not any(r.has_room for r in self.replicas):
+                        return
+                    continue  # this run waits for its own replica (session affinity); others may go
+                lane.remove(run)
+                replica.inflight += 1
+                replica.last_dispatch = next(_dispatch_order)
+                job = asyncio.get_running_loop().create_task(self._execute(run, replica))
+                self._running.add(job)
+                job.add_done_callback(self._running.discard)
+
+    def _pick(self, run: TaskRun) -> ReplicaState | None:
+        candidates = [r for r in self.replicas if r.has_room and r.id not in run.tried]
+        affinity = run.affinity
+        if affinity is not None:
+            sticky = next((r for r in self.replicas if r.id == affinity and r.ready), None)
+            if sticky is not None and run.task.kv_hint == "reuse":
+                return sticky if sticky in candidates else None  # wait for the replica that holds the cache
+            if sticky in candidates:
+                return sticky
+        return min(candidates, key=lambda r: (r.inflight / r.max_inflight, r.last_dispatch), default=None)
+
+    async def _execute(self, run: TaskRun, replica: ReplicaState) -> None:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        try:
+            attempt = await run.execute(replica.adapter, lambda event: self.on_event(run, replica, event))
+        finally:
+            replica.inflight -= 1
+        if attempt.failed_before_start is None:
+            self.service_ms = 0.8 * self.service_ms + 0.2 * (loop.time() - began) * 1000.0
+        else:
+            self._retry_elsewhere(run, replica, attempt.failed_before_start)
+        self.dispatch()
+
+    def _retry_elsewhere(self, run: TaskRun, replica: ReplicaState, error: EngineError) -> None:
+        """The engine never started the task: mark the replica unready and give the task to another one."""
+        replica.mark_failed(error)
+        run.tried.add(replica.id)
+        logger.warning(
+            "replica %s/%s failed task %s before starting it: %s",
+            self.id,
+            replica.id,
+            run.task_id,
+            error.message,
+            extra={"task_id": run.task_id, "pool_id": self.id, "replica_id": replica.id},
+        )
+        if run.cancel_reason is None and any(r.ready and r.id not in run.tried for r in self.replicas):
+            run.state = "queued"
+            self.lanes[run.priority].appendleft(run)
+            return
+        if len(run.tried) > 1:
+            message = f"every replica of pool {self.id!r} failed ({len(run.tried)} tried); last: {error.message}"
+            run.fail("REPLICA_EXHAUSTED", message, lambda event: self.on_event(run, replica, event))
+        else:
+            run.fail(error.code, error.message, lambda event: self.on_event(run, replica, event))
+
+    # -- health ------------------------------------------------------------------------------------------------
+
+    async def probe(self, timeout_s: float) -> None:
+        changed = await asyncio.gather(*(r.probe(timeout_s) for r in self.replicas))
+        if any(changed):
+            self.dispatch()
+
+    def queued(self) -> Iterator[TaskRun]:
+        for lane in self.lanes.values():
+            yield from lane
+
+    async def aclose(self) -> None:
+        for job in list(self._running):
+            job.cancel()
+        await asyncio.gather(*self._running, return_exceptions=True)
+
+
+def _ignore(_event: TaskEvent) -> None:
+    """Events of a run dropped from the queue are accounted by `Pool.on_dropped`."""

@@ -1,0 +1,233 @@
+"""One admitted task, from admission to its terminal event: the bounded buffer between the engine and the one
+reader of its stream, race-free cancel, and the guarantee of exactly one terminal event.
+
+Buffer policy (per task, so a slow client never stalls another task's stream): up to `capacity` events wait for
+the reader. When the buffer is full, `metrics` events are dropped and the engine is read no faster than the client
+(tokens are never dropped). If the reader makes no progress for `hold_s` (or never opens the stream), the engine
+request is canceled and the task ends with `error` SLOW_CONSUMER, so an idle client never holds an engine slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from llama_orch_gen.contracts.events import End, EndEvent, ErrorEvent, Started, StartedEvent, TaskEvent
+from llama_orch_gen.contracts.task_request import TaskRequest
+
+from llama_orch.adapters.base import WorkerAdapter
+from llama_orch.errors import EngineError, ErrorCode
+
+__all__ = ["Attempt", "TaskRun", "error_event"]
+
+State = Literal["queued", "running", "done"]
+
+# Failures of an engine that never started the task: the pool may try another replica.
+_REDISPATCHABLE: frozenset[str] = frozenset({"POOL_UNAVAILABLE", "POOL_UNREADY", "WORKER_RESET"})
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """How one dispatch ended. `failed_before_start` holds the error when the engine never started the task (the
+    pool may try another replica); the stream has then seen nothing of this attempt."""
+
+    failed_before_start: EngineError | None = None
+
+
+class TaskRun:
+    __slots__ = (
+        "task",
+        "task_id",
+        "pool_id",
+        "priority",
+        "admitted_at",
+        "queue_position",
+        "predicted_start_ms",
+        "state",
+        "adapter",
+        "terminal",
+        "reader_attached",
+        "dropped_metrics",
+        "_buffer",
+        "_capacity",
+        "_hold_s",
+        "_readable",
+        "_space",
+        "_cancel",
+        "_cancel_sent",
+        "tried",
+        "affinity",
+        "tokens_emitted",
+    )
+
+    def __init__(
+        self, task: TaskRequest, pool_id: str, *, capacity: int, hold_s: float, queue_position: int, predicted_ms: int
+    ) -> None:
+        self.task = task
+        self.task_id: str = task.task_id or ""
+        self.pool_id = pool_id
+        self.priority: str = task.priority or "interactive"
+        self.admitted_at = asyncio.get_running_loop().time()
+        self.queue_position = queue_position
+        self.predicted_start_ms = predicted_ms
+        self.state: State = "queued"
+        self.adapter: WorkerAdapter | None = None
+        self.terminal: TaskEvent | None = None
+        self.reader_attached = False
+        self.dropped_metrics = 0
+        self._buffer: deque[TaskEvent] = deque()
+        self._capacity = capacity
+        self._hold_s = hold_s
+        self._readable = asyncio.Event()
+        self._space = asyncio.Event()
+        self._cancel: Literal["client", "disconnect", "slow_consumer"] | None = None
+        self._cancel_sent = False
+        self.tried: set[str] = set()  # replicas that failed this task before starting it
+        self.tokens_emitted = 0
+        self.affinity: str | None = None  # the replica of the task's session, if it has one
+
+    # -- producer side -----------------------------------------------------------------------------------------
+
+    async def execute(self, adapter: WorkerAdapter, on_event: Callable[[TaskEvent], None]) -> Attempt:
+        """Relay the adapter's stream into the buffer. Never raises; `on_event` sees every event kept."""
+        self.state = "running"
+        self.adapter = adapter
+        if self._cancel is not None:  # canceled between dispatch and now: the engine was never asked
+            self._finish(self._canceled_terminal(None), on_event)
+            return Attempt()
+        events = adapter.submit(self.task)
+        started = False
+        try:
+            async for event in events:
+                root = event.root
+                if root.event == "started":
+                    started = True
+                    event = self._with_queue_facts(root.data)
+                elif root.event in ("end", "error"):
+                    if not started and root.event == "error" and root.data.code in _REDISPATCHABLE:
+                        return Attempt(failed_before_start=_as_engine_error(root.data))
+                    if self._cancel is not None and root.event == "end":
+                        event = self._canceled_terminal(root.data)
+                    self._finish(event, on_event)
+                    return Attempt()
+                elif root.event == "metrics" and len(self._buffer) >= self._capacity:
+                    self.dropped_metrics += 1
+                    continue
+                await self._push(event)
+                if root.event == "token":
+                    self.tokens_emitted += 1
+                on_event(event)
+                if self._cancel is not None and not self._cancel_sent:
+                    await self._send_cancel()
+        finally:
+            await events.aclose()  # type: ignore[attr-defined]
+        # An adapter never ends without a terminal event; if one ever does, the stream still gets one.
+        self._finish(
+            error_event("INTERNAL", "the adapter ended the stream without a terminal event", adapter), on_event
+        )
+        return Attempt()
+
+    async def _push(self, event: TaskEvent) -> None:
+        while len(self._buffer) >= self._capacity:
+            self._space.clear()
+            try:
+                async with asyncio.timeout(self._hold_s):
+                    await self._space.wait()
+            except TimeoutError:
+                self.cancel("slow_consumer")
+                await self._send_cancel()
+                break  # the relay ends at its next step; the terminal event bypasses the bound
+        self._buffer.append(event)
+        self._readable.set()
+
+    def _finish(self, terminal: TaskEvent, on_event: Callable[[TaskEvent], None]) -> None:
+        self.state = "done"
+        self.terminal = terminal
+        self._buffer.append(terminal)
+        self._readable.set()
+        on_event(terminal)
+
+    def fail(self, code: ErrorCode, message: str, on_event: Callable[[TaskEvent], None]) -> None:
+        """End a task that cannot run (dropped from the queue, no replica left) with an `error` event."""
+        if self.state != "done":
+            self._finish(error_event(code, message, self.adapter), on_event)
+
+    def fail_canceled(self, on_event: Callable[[TaskEvent], None]) -> None:
+        """End a run canceled while it waited in the queue: the engine was never asked."""
+        if self.state != "done":
+            self._finish(self._canceled_terminal(None), on_event)
+
+    # -- cancel ------------------------------------------------------------------------------------------------
+
+    def cancel(self, reason: Literal["client", "disconnect", "slow_consumer"]) -> bool:
+        """Ask for the task to stop; returns False when it already ended. A queued task is ended by the pool."""
+        if self.state == "done":
+            return False
+        if self._cancel is None:
+            self._cancel = reason
+        return True
+
+    @property
+    def cancel_reason(self) -> str | None:
+        return self._cancel
+
+    async def _send_cancel(self) -> None:
+        if self.adapter is not None and not self._cancel_sent:
+            self._cancel_sent = await self.adapter.cancel(self.task_id)
+
+    async def deliver_cancel(self) -> None:
+        """Called after `cancel` on a running task: interrupts the engine call now, not at the next event."""
+        if self.state == "running":
+            await self._send_cancel()
+
+    def _canceled_terminal(self, end: End | None) -> TaskEvent:
+        if self._cancel == "slow_consumer":
+            return error_event(
+                "SLOW_CONSUMER", f"the stream was not read for {self._hold_s:g}s; the task was canceled", self.adapter
+            )
+        return TaskEvent.model_construct(
+            root=EndEvent.model_construct(
+                event="end",
+                data=end or End.model_construct(tokens_out=0, decode_time_ms=0.0, finish_reason="canceled"),
+            )
+        )
+
+    def _with_queue_facts(self, started: Started) -> TaskEvent:
+        data = started.model_copy(
+            update={"queue_position": self.queue_position, "predicted_start_ms": self.predicted_start_ms}
+        )
+        return TaskEvent.model_construct(root=StartedEvent.model_construct(event="started", data=data))
+
+    # -- reader side -------------------------------------------------------------------------------------------
+
+    async def batches(self) -> AsyncIterator[list[TaskEvent]]:
+        """Everything buffered, as it arrives, in batches (one write per batch); ends after the terminal event."""
+        while True:
+            await self._readable.wait()
+            batch = list(self._buffer)
+            self._buffer.clear()
+            self._readable.clear()
+            self._space.set()
+            yield batch
+            if batch and batch[-1] is self.terminal:
+                return
+
+    @property
+    def finished_and_drained(self) -> bool:
+        return self.state == "done" and not self._buffer
+
+
+def error_event(code: ErrorCode, message: str, adapter: WorkerAdapter | None) -> TaskEvent:
+    error = EngineError(code, message)
+    return TaskEvent.model_construct(
+        root=ErrorEvent.model_construct(
+            event="error", data=error.to_stream_error(None if adapter is None else adapter.engine)
+        )
+    )
+
+
+def _as_engine_error(data: Any) -> EngineError:
+    return EngineError(data.code, data.message, retriable=data.retriable, retry_after_ms=data.retry_after_ms)
