@@ -35,7 +35,7 @@ def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None)
     return code
 
 
-def ensure_venv(extras: str = "dev") -> None:
+def ensure_venv(extras: str) -> None:
     """Create .venv and install `.[extras]` when missing, when pyproject.toml changed since the last install,
     or when the extras asked for were not installed (`bench` adds the peers it compares against)."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
@@ -86,6 +86,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return run(PY, "-m", "llama_orch.devtools.bench", *args.passthrough, check=False)
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    return run(venv_tool("llama-orch"), "serve", *args.passthrough, check=False)
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     for step in (cmd_check, cmd_lint):
         code = step(args)
@@ -125,18 +129,20 @@ def main(argv: list[str] | None = None) -> int:
     model.add_argument("path", help="where to write the .gguf file")
     engine.set_defaults(func=cmd_engine)
 
-    # These two forward every argument (and --help) to their module.
+    # These forward every argument (and --help) to their program.
     for name, func, text in (
+        ("serve", cmd_serve, "run the orchestrator: llama-orch serve [...] (see serve --help)"),
         ("fuzz", cmd_fuzz, "schemathesis against a running orchestrator: fuzz --url URL [...] (see fuzz --help)"),
         ("bench", cmd_bench, "side-by-side benchmarks into bench/results/ (see bench --help)"),
     ):
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=func)
 
     args, passthrough = parser.parse_known_args(argv)
-    if passthrough and args.func not in (cmd_fuzz, cmd_bench):
+    if passthrough and args.func not in (cmd_serve, cmd_fuzz, cmd_bench):
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.passthrough = passthrough
-    ensure_venv("dev,bench" if args.func is cmd_bench else "dev")
+    # One environment for everything: mypy checks the bench code and the bench smoke test runs, in CI too.
+    ensure_venv("dev,bench")
     return int(args.func(args))
 
 
