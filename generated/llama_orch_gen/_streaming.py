@@ -176,27 +176,37 @@ class _Decoding(Generic[T]):
         self.finished = False  # nothing more to read
         self.saw_final = False  # the declared final item arrived
 
-    def items(self, frames: list[tuple[str, str]]) -> Iterator[Any]:
+    def feed(self, chunk: bytes) -> tuple[list[Any], StreamError | None]:
+        """The items `chunk` completes. A failure comes back after the items before it, so none of them is lost."""
+        return self._decode(self.decoder.feed(chunk))
+
+    def end_of_input(self) -> tuple[list[Any], StreamError | None]:
+        items, failure = self._decode(self.decoder.close())
+        if failure is None and not (self.finished or self.saw_final or self.fmt.eof_is_end):
+            failure = StreamTruncated("stream ended before its final item")
+        return items, failure
+
+    def _decode(self, frames: list[tuple[str, str]]) -> tuple[list[Any], StreamError | None]:
         fmt = self.fmt
+        items: list[Any] = []
         for event, data in frames:
             if self.finished:
-                return
+                break
             if fmt.done is not None and data == fmt.done:
                 self.finished = True
-                return
-            item = fmt.parse(event, data)
+                break
+            try:
+                item = fmt.parse(event, data)
+            except StreamDecodeError as exc:
+                return items, exc
             if fmt.is_error(item):
                 self.finished = True
             elif fmt.final is not None and fmt.final.matches(item):
                 self.saw_final = True
                 # With a `done` sentinel declared too, read on to it (e.g. a usage chunk may follow).
                 self.finished = fmt.done is None
-            yield item
-
-    def end_of_input(self) -> Iterator[Any]:
-        yield from self.items(self.decoder.close())
-        if not (self.finished or self.saw_final or self.fmt.eof_is_end):
-            raise StreamTruncated("stream ended before its final item")
+            items.append(item)
+        return items, None
 
 
 class SyncStream(Generic[T]):
@@ -207,13 +217,27 @@ class SyncStream(Generic[T]):
         self._state = _Decoding(fmt)
 
     def __iter__(self) -> Iterator[T]:
+        for batch in self.batches():
+            yield from batch
+
+    def batches(self) -> Iterator[list[T]]:
+        """The items as they arrive: one list per network read that completed any (the cheap way to keep up with
+        a fast server)."""
         state = self._state
         try:
             for chunk in self.response.iter_bytes():
-                yield from state.items(state.decoder.feed(chunk))
                 if state.finished:
-                    return
-            yield from state.end_of_input()
+                    continue  # read on to the end of the body, so the connection can be reused
+                batch, failure = state.feed(chunk)
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
+            batch, failure = state.end_of_input() if not state.finished else ([], None)
+            if batch:
+                yield batch
+            if failure is not None:
+                raise failure
         finally:
             self.response.close()
 
@@ -235,15 +259,27 @@ class AsyncStream(Generic[T]):
         self._state = _Decoding(fmt)
 
     async def __aiter__(self) -> AsyncIterator[T]:
+        async for batch in self.batches():
+            for item in batch:
+                yield item
+
+    async def batches(self) -> AsyncIterator[list[T]]:
+        """The items as they arrive: one list per network read that completed any."""
         state = self._state
         try:
             async for chunk in self.response.aiter_bytes():
-                for item in state.items(state.decoder.feed(chunk)):
-                    yield item
                 if state.finished:
-                    return
-            for item in state.end_of_input():
-                yield item
+                    continue  # read on to the end of the body, so the connection can be reused
+                batch, failure = state.feed(chunk)
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
+            batch, failure = state.end_of_input() if not state.finished else ([], None)
+            if batch:
+                yield batch
+            if failure is not None:
+                raise failure
         finally:
             await self.response.aclose()
 

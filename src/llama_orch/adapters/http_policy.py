@@ -24,6 +24,7 @@ import httpx
 from llama_orch_gen._streaming import StreamDecodeError, StreamTruncated
 from llama_orch_gen.contracts.config import ReplicaConfig, RetryPolicy, Timeouts
 
+from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.secrets import token_from_env
 
@@ -92,14 +93,14 @@ def bearer_token(replica: ReplicaConfig) -> str | None:
 def make_http_client(
     base_url: str, policy: HttpPolicy, token: str | None, transport: httpx.AsyncBaseTransport | None = None
 ) -> httpx.AsyncClient:
-    """One pooled keep-alive client per replica. Only the connect (and pool) phases are bounded here."""
+    """One pooled keep-alive client per replica, on `EngineTransport` unless another is given (tests). Only the
+    connect (and pool) phases are bounded here; the relay bounds the rest."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     return httpx.AsyncClient(
         base_url=base_url,
         headers=headers,
         timeout=httpx.Timeout(None, connect=policy.connect_s, pool=policy.connect_s),
-        limits=httpx.Limits(max_connections=256, max_keepalive_connections=32, keepalive_expiry=60.0),
-        transport=transport,
+        transport=transport or EngineTransport(),
     )
 
 

@@ -161,8 +161,10 @@ class _MockStream:
         self._open = True
         adapter._busy += 1
 
-    def __aiter__(self) -> AsyncIterator[Any]:
-        return self._items()
+    async def batches(self) -> AsyncIterator[list[Any]]:
+        """One item per batch: a mock token is one network read."""
+        async for item in self._items():
+            yield [item]
 
     async def _items(self) -> AsyncIterator[Any]:
         fault, delay = self._fault, self._adapter.token_delay_s

@@ -37,9 +37,9 @@ FinishReason = Literal["stop", "length", "canceled"]
 
 
 class EngineStream(Protocol):
-    """An open engine stream: iterate its decoded items; `aclose` releases the connection."""
+    """An open engine stream: its decoded items in batches, as they arrive; `aclose` releases the connection."""
 
-    def __aiter__(self) -> AsyncIterator[Any]: ...
+    def batches(self) -> AsyncIterator[list[Any]]: ...
 
     async def aclose(self) -> None: ...
 
@@ -141,7 +141,7 @@ class StreamingAdapter(ABC):
         seed = effective_seed(task)
         tally = Tally(max_tokens=task.max_tokens)
         stream: EngineStream | None = None
-        items: AsyncIterator[Any] | None = None
+        batches: AsyncIterator[list[Any]] | None = None
         index = 0
         first_token_at: float | None = None
         version: EngineVersion | None = None
@@ -155,29 +155,31 @@ class StreamingAdapter(ABC):
             opened, first_item_due = await with_retries(
                 lambda: self._attempt(task, seed, deadline), self._classify, self.policy, deadline=deadline
             )
-            stream, items = opened, aiter(opened)
+            stream, batches = opened, opened.batches()
             run.worker = None
             yield _started(task, seed, self, version)
-            worker = _enter(run)
-            base = worker.cancelling()
             due = first_item_due
             while True:
-                try:
-                    async with asyncio.timeout_at(min(due, deadline)):
-                        item = await anext(items)
-                except StopAsyncIteration:
-                    break
-                text = self._read(item, tally)
-                if not text:
-                    continue
-                if first_token_at is None:
-                    first_token_at = loop.time()
-                run.worker = None
-                yield _token(text, index)
                 worker = _enter(run)
                 base = worker.cancelling()
-                index += 1
-                due = loop.time() + self.policy.inter_token_s
+                try:
+                    # One timer per network read, not per token: a fast engine delivers many tokens per read.
+                    async with asyncio.timeout_at(min(due, deadline)):
+                        batch = await anext(batches)
+                except StopAsyncIteration:
+                    break
+                run.worker = None
+                before = index
+                for item in batch:
+                    if text := self._read(item, tally):
+                        if first_token_at is None:
+                            first_token_at = loop.time()
+                        yield _token(text, index)
+                        index += 1
+                        if run.canceled:
+                            raise _Canceled
+                if index > before:
+                    due = loop.time() + self.policy.inter_token_s
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, tally.finish_reason)
         except _Canceled:
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, "canceled")
@@ -196,7 +198,7 @@ class StreamingAdapter(ABC):
             run.worker = None
             if self._runs.get(task_id) is run:
                 del self._runs[task_id]
-            await _close(stream, items)
+            await _close(stream, batches)
         yield terminal
 
     async def _attempt(self, task: TaskRequest, seed: int, deadline: float) -> tuple[EngineStream, float]:
@@ -229,10 +231,10 @@ def _enter(run: _Run) -> asyncio.Task[Any]:
     return worker
 
 
-async def _close(stream: EngineStream | None, items: AsyncIterator[Any] | None) -> None:
+async def _close(stream: EngineStream | None, batches: AsyncIterator[list[Any]] | None) -> None:
     # Shielded: closing must finish even when the consumer's task is being canceled.
-    if isinstance(items, AsyncGenerator):
-        await asyncio.shield(items.aclose())
+    if isinstance(batches, AsyncGenerator):
+        await asyncio.shield(batches.aclose())
     if stream is not None:
         await asyncio.shield(stream.aclose())
 

@@ -1,0 +1,300 @@
+"""The engines' HTTP/1.1 transport for httpx: keep-alive connections on asyncio streams, responses parsed by
+httptools (llhttp, the C parser uvicorn already uses).
+
+Why not httpx's default (httpcore + h11): an engine streams one HTTP chunk per token, and h11 parses each chunk
+and httpcore and httpx hand each one up through several async layers, all in Python: about a third of the
+relay's time per token. Here one socket read is parsed in C and handed up as one piece, however many chunks it
+holds, so the stream decoder sees every token that has arrived at once.
+
+Scope: what engines need. HTTP/1.1 over TCP or TLS; request bodies are sent whole; responses end by
+Content-Length, chunked encoding or EOF. Failures are httpx's own exceptions, so callers classify them as
+before: ConnectError / ConnectTimeout (never reached), PoolTimeout, WriteTimeout / ReadTimeout, WriteError /
+ReadError (socket errors) and RemoteProtocolError (closed early or malformed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from httptools import HttpParserError, HttpResponseParser
+
+__all__ = ["EngineTransport"]
+
+_READ_BYTES = 1 << 16
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+# Framing is ours to set: the body is sent whole with its length.
+_FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
+
+Key = tuple[str, str, int]
+
+
+class _StaleConnection(Exception):
+    """A kept-alive connection the server had closed: nothing was answered, so the request is sent again."""
+
+
+class _Response:
+    """httptools callbacks for one response; `body` collects what arrived since it was last taken."""
+
+    __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive")
+
+    def __init__(self) -> None:
+        self.parser = HttpResponseParser(self)
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.body: list[bytes] = []
+        self.headers_done = False
+        self.complete = False
+        self.keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.headers_done = True
+
+    def on_body(self, body: bytes) -> None:
+        self.body.append(body)
+
+    def on_message_complete(self) -> None:
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
+
+    def feed(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except HttpParserError as exc:
+            raise httpx.RemoteProtocolError(f"malformed response from the server: {exc}") from exc
+
+    def take_body(self) -> bytes:
+        body = self.body[0] if len(self.body) == 1 else b"".join(self.body)
+        self.body.clear()
+        return body
+
+
+class _Connection:
+    __slots__ = ("key", "reader", "writer", "idle_since")
+
+    def __init__(self, key: Key, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.key = key
+        self.reader = reader
+        self.writer = writer
+        self.idle_since = 0.0
+
+    def open(self) -> bool:
+        return not (self.writer.is_closing() or self.reader.at_eof())
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def read(self, timeout: float | None) -> bytes:
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.reader.read(_READ_BYTES)
+        except TimeoutError:
+            raise httpx.ReadTimeout(f"no data from the server within {timeout:g}s") from None
+        except OSError as exc:
+            raise httpx.ReadError(f"{type(exc).__name__}: {exc}") from exc
+
+
+class _Body(httpx.AsyncByteStream):
+    """A response body as it arrives; closing it returns a completed keep-alive connection to the pool."""
+
+    def __init__(
+        self,
+        transport: EngineTransport,
+        connection: _Connection,
+        response: _Response,
+        *,
+        until_eof: bool,
+        timeout: float | None,
+    ) -> None:
+        self._transport = transport
+        self._connection: _Connection | None = connection
+        self._response = response
+        self._until_eof = until_eof
+        self._timeout = timeout
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        response, connection = self._response, self._connection
+        if response.body:
+            yield response.take_body()
+        while not response.complete and connection is not None:
+            data = await connection.read(self._timeout)
+            if not data:
+                if self._until_eof:  # a body delimited by the end of the connection
+                    response.complete = True
+                    self._until_eof = False
+                    connection.close()
+                    break
+                raise httpx.RemoteProtocolError("the server closed the connection before the end of the body")
+            response.feed(data)
+            if response.body:
+                yield response.take_body()
+
+    async def aclose(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        if self._response.complete and self._response.keep_alive and connection.open():
+            self._transport.release(connection)
+        else:
+            connection.close()
+            self._transport.forget(connection)
+
+
+class EngineTransport(httpx.AsyncBaseTransport):
+    """Pooled keep-alive HTTP/1.1 connections (see the module docstring). `max_connections` bounds the open
+    connections (None: the callers bound concurrency, as the orchestrator does per replica); at most
+    `max_idle` idle ones are kept, each for `idle_expiry_s`."""
+
+    def __init__(self, *, max_connections: int | None = None, max_idle: int = 32, idle_expiry_s: float = 60.0) -> None:
+        self._idle: dict[Key, list[_Connection]] = {}
+        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
+        self._held: set[_Connection] = set()  # connections holding a `_slots` permit
+        self._max_idle = max_idle
+        self._idle_expiry_s = idle_expiry_s
+        self._tls: ssl.SSLContext | None = None
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
+        url = request.url
+        key = (url.scheme, url.host, url.port or _DEFAULT_PORTS.get(url.scheme, 80))
+        message = _head(request, await request.aread())
+        while True:
+            connection, reused = await self._checkout(key, timeouts)
+            try:
+                return await self._exchange(connection, request, message, timeouts)
+            except _StaleConnection:
+                connection.close()
+                self.forget(connection)
+                if not reused:
+                    raise httpx.RemoteProtocolError("the server closed the connection without answering") from None
+            except BaseException:
+                connection.close()
+                self.forget(connection)
+                raise
+
+    async def _exchange(
+        self, connection: _Connection, request: httpx.Request, message: bytes, timeouts: dict[str, float | None]
+    ) -> httpx.Response:
+        try:
+            connection.writer.write(message)
+            async with asyncio.timeout(timeouts.get("write")):
+                await connection.writer.drain()
+        except TimeoutError:
+            raise httpx.WriteTimeout("the request could not be sent in time") from None
+        except OSError as exc:
+            raise httpx.WriteError(f"{type(exc).__name__}: {exc}") from exc
+        response = _Response()
+        received = False
+        while not response.headers_done:
+            data = await connection.read(timeouts.get("read"))
+            if not data:
+                if not received:
+                    raise _StaleConnection
+                raise httpx.RemoteProtocolError("the server closed the connection inside the response head")
+            received = True
+            response.feed(data)
+        if request.method == "HEAD":
+            response.complete = True
+        framed = any(name.lower() in _FRAMING_HEADERS for name, _ in response.headers)
+        body = _Body(
+            self,
+            connection,
+            response,
+            until_eof=not (framed or response.complete),
+            timeout=timeouts.get("read"),
+        )
+        return httpx.Response(
+            response.parser.get_status_code(),
+            headers=response.headers,
+            stream=body,
+            extensions={"http_version": b"HTTP/1.1"},
+            request=request,
+        )
+
+    async def _checkout(self, key: Key, timeouts: dict[str, float | None]) -> tuple[_Connection, bool]:
+        idle = self._idle.get(key)
+        now = asyncio.get_running_loop().time()
+        while idle:
+            connection = idle.pop()
+            if connection.open() and now - connection.idle_since < self._idle_expiry_s:
+                return connection, True
+            connection.close()
+            self.forget(connection)
+        async with self._permit(timeouts.get("pool")):
+            connection = await self._connect(key, timeouts.get("connect"))
+        return connection, False
+
+    @asynccontextmanager
+    async def _permit(self, timeout: float | None) -> AsyncIterator[None]:
+        """Reserve a connection slot for the connection opened inside (kept until it is forgotten)."""
+        if self._slots is None:
+            yield
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise httpx.PoolTimeout("no free connection to the engine in time") from None
+        try:
+            yield
+        except BaseException:
+            self._slots.release()
+            raise
+
+    async def _connect(self, key: Key, timeout: float | None) -> _Connection:
+        scheme, host, port = key
+        tls = None
+        if scheme == "https":
+            tls = self._tls = self._tls or ssl.create_default_context()
+        try:
+            async with asyncio.timeout(timeout):
+                reader, writer = await asyncio.open_connection(host, port, ssl=tls, limit=_READ_BYTES)
+        except TimeoutError:
+            raise httpx.ConnectTimeout(f"no connection to {host}:{port} within {timeout:g}s") from None
+        except OSError as exc:
+            raise httpx.ConnectError(f"cannot connect to {host}:{port}: {exc}") from exc
+        sock = writer.get_extra_info("socket")
+        if sock is not None:
+            # A request is one write and tokens are small: never wait on Nagle's algorithm.
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        connection = _Connection(key, reader, writer)
+        if self._slots is not None:
+            self._held.add(connection)
+        return connection
+
+    def release(self, connection: _Connection) -> None:
+        """A response was read to its end on a keep-alive connection: keep it for the next request."""
+        idle = self._idle.setdefault(connection.key, [])
+        if len(idle) >= self._max_idle:
+            connection.close()
+            self.forget(connection)
+            return
+        connection.idle_since = asyncio.get_running_loop().time()
+        idle.append(connection)
+
+    def forget(self, connection: _Connection) -> None:
+        """A connection was closed: free its slot."""
+        if connection in self._held and self._slots is not None:
+            self._held.discard(connection)
+            self._slots.release()
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                connection.close()
+                self.forget(connection)
+        self._idle.clear()
+
+
+def _head(request: httpx.Request, body: bytes) -> bytes:
+    lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
+    lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw if name.lower() not in _FRAMING_HEADERS]
+    if body or request.method in ("POST", "PUT", "PATCH"):
+        lines.append(b"Content-Length: %d" % len(body))
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
