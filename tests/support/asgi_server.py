@@ -15,7 +15,10 @@ import uvicorn
 @contextmanager
 def serve_asgi(app: Any, *, startup_timeout_s: float = 20.0) -> Iterator[str]:
     """Run `app` under uvicorn on 127.0.0.1 (a free port) and yield its base URL; stop it on exit."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    # A long keep-alive: httpx does not resend a request on a pooled connection the server closed as idle, and a
+    # loaded test machine can leave one idle past uvicorn's default 5 s.
+    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="on", timeout_keep_alive=120)
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=lambda: asyncio.run(server.serve()), daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout_s

@@ -18,7 +18,7 @@ import asyncio
 import socket
 import ssl
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 
 import httpx
 from httptools import HttpParserError, HttpResponseParser
@@ -87,8 +87,14 @@ class _Connection:
     def open(self) -> bool:
         return not (self.writer.is_closing() or self.reader.at_eof())
 
-    def close(self) -> None:
-        self.writer.close()
+    def abort(self) -> None:
+        # Abort, not close: nothing unsent matters, and closing could wait on a peer that stopped reading.
+        self.writer.transport.abort()
+
+    async def wait_closed(self) -> None:
+        """Let the loop release the socket now (a loop that ends first would leak it)."""
+        with suppress(OSError):
+            await self.writer.wait_closed()
 
     async def read(self, timeout: float | None) -> bytes:
         try:
@@ -128,7 +134,7 @@ class _Body(httpx.AsyncByteStream):
                 if self._until_eof:  # a body delimited by the end of the connection
                     response.complete = True
                     self._until_eof = False
-                    connection.close()
+                    connection.abort()
                     break
                 raise httpx.RemoteProtocolError("the server closed the connection before the end of the body")
             response.feed(data)
@@ -142,8 +148,8 @@ class _Body(httpx.AsyncByteStream):
         if self._response.complete and self._response.keep_alive and connection.open():
             self._transport.release(connection)
         else:
-            connection.close()
-            self._transport.forget(connection)
+            self._transport.discard(connection)
+            await connection.wait_closed()
 
 
 class EngineTransport(httpx.AsyncBaseTransport):
@@ -169,13 +175,11 @@ class EngineTransport(httpx.AsyncBaseTransport):
             try:
                 return await self._exchange(connection, request, message, timeouts)
             except _StaleConnection:
-                connection.close()
-                self.forget(connection)
+                self.discard(connection)
                 if not reused:
                     raise httpx.RemoteProtocolError("the server closed the connection without answering") from None
             except BaseException:
-                connection.close()
-                self.forget(connection)
+                self.discard(connection)
                 raise
 
     async def _exchange(
@@ -224,8 +228,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
             connection = idle.pop()
             if connection.open() and now - connection.idle_since < self._idle_expiry_s:
                 return connection, True
-            connection.close()
-            self.forget(connection)
+            self.discard(connection)
         async with self._permit(timeouts.get("pool")):
             connection = await self._connect(key, timeouts.get("connect"))
         return connection, False
@@ -272,24 +275,25 @@ class EngineTransport(httpx.AsyncBaseTransport):
         """A response was read to its end on a keep-alive connection: keep it for the next request."""
         idle = self._idle.setdefault(connection.key, [])
         if len(idle) >= self._max_idle:
-            connection.close()
-            self.forget(connection)
+            self.discard(connection)
             return
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 
-    def forget(self, connection: _Connection) -> None:
-        """A connection was closed: free its slot."""
+    def discard(self, connection: _Connection) -> None:
+        """Close a connection that will not be used again, and free its slot."""
+        connection.abort()
         if connection in self._held and self._slots is not None:
             self._held.discard(connection)
             self._slots.release()
 
     async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
-                self.forget(connection)
+        closing = [connection for idle in self._idle.values() for connection in idle]
         self._idle.clear()
+        for connection in closing:
+            self.discard(connection)
+        for connection in closing:
+            await connection.wait_closed()
 
 
 def _head(request: httpx.Request, body: bytes) -> bytes:

@@ -20,10 +20,10 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from llama_orch_gen.contracts.events import End, EndEvent, ErrorEvent, Started, StartedEvent, TaskEvent, Token
-from llama_orch_gen.contracts.events import TokenEvent as TokenEventModel
+from llama_orch_gen.contracts.events import End, Started, TaskEvent
 from llama_orch_gen.contracts.task_request import TaskRequest
 
+from llama_orch import events
 from llama_orch.adapters.base import EngineProps, EngineVersion, Health
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, with_retries
 from llama_orch.determinism import effective_seed
@@ -174,7 +174,7 @@ class StreamingAdapter(ABC):
                     if text := self._read(item, tally):
                         if first_token_at is None:
                             first_token_at = loop.time()
-                        yield _token(text, index)
+                        yield events.token(text, index)
                         index += 1
                         if run.canceled:
                             raise _Canceled
@@ -188,12 +188,13 @@ class StreamingAdapter(ABC):
                 raise  # not our cancel: the consumer's task itself is being canceled
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, "canceled")
         except TimeoutError:
-            terminal = _error(self._timeout_error(loop.time() >= deadline, first_token_at is None), self.engine)
+            timeout = self._timeout_error(loop.time() >= deadline, first_token_at is None)
+            terminal = events.error(timeout.to_stream_error(self.engine))
         except Exception as exc:  # every failure becomes the one terminal event
             error = self._classify(exc)
             if error.code == "INTERNAL" and not isinstance(exc, EngineError):
                 logger.exception("adapter %s/%s failed on task %s", self.pool_id, self.replica_id, task_id)
-            terminal = _error(error, self.engine)
+            terminal = events.error(error.to_stream_error(self.engine))
         finally:
             run.worker = None
             if self._runs.get(task_id) is run:
@@ -241,29 +242,20 @@ async def _close(stream: EngineStream | None, batches: AsyncIterator[list[Any]] 
 
 def _started(task: TaskRequest, seed: int, adapter: StreamingAdapter, version: EngineVersion) -> TaskEvent:
     # queue_position / predicted_start_ms are the service's to know: the adapter sends 0 and the service overwrites.
-    return TaskEvent.model_construct(
-        root=StartedEvent.model_construct(
-            event="started",
-            data=Started.model_construct(
-                task_id=task.task_id or "",
-                queue_position=0,
-                predicted_start_ms=0,
-                engine=adapter.engine,
-                engine_version=version.version,
-                model=version.model or adapter.model,
-                model_digest=version.model_digest,
-                pool_id=adapter.pool_id,
-                replica_id=adapter.replica_id,
-                seed=seed,
-                sampler_profile_version=task.sampler_profile_version,
-            ),
+    return events.started(
+        Started.model_construct(
+            task_id=task.task_id or "",
+            queue_position=0,
+            predicted_start_ms=0,
+            engine=adapter.engine,
+            engine_version=version.version,
+            model=version.model or adapter.model,
+            model_digest=version.model_digest,
+            pool_id=adapter.pool_id,
+            replica_id=adapter.replica_id,
+            seed=seed,
+            sampler_profile_version=task.sampler_profile_version,
         )
-    )
-
-
-def _token(text: str, index: int) -> TaskEvent:
-    return TaskEvent.model_construct(
-        root=TokenEventModel.model_construct(event="token", data=Token.model_construct(t=text, i=index))
     )
 
 
@@ -278,21 +270,14 @@ def _end(
 ) -> TaskEvent:
     measured_decode_ms = 0.0 if first_token_at is None else (now - first_token_at) * 1000.0
     canceled = finish_reason == "canceled"
-    return TaskEvent.model_construct(
-        root=EndEvent.model_construct(
-            event="end",
-            data=End.model_construct(
-                # A canceled stream counts what the consumer got; otherwise the engine's own numbers win.
-                tokens_out=emitted if canceled or tally.tokens_out is None else tally.tokens_out,
-                decode_time_ms=measured_decode_ms if canceled or tally.decode_ms is None else tally.decode_ms,
-                tokens_in=tally.tokens_in,
-                first_token_ms=None if first_token_at is None else (first_token_at - dispatched) * 1000.0,
-                finish_reason=finish_reason or "stop",
-                engine_version=None if version is None else version.version,
-            ),
+    return events.end(
+        End.model_construct(
+            # A canceled stream counts what the consumer got; otherwise the engine's own numbers win.
+            tokens_out=emitted if canceled or tally.tokens_out is None else tally.tokens_out,
+            decode_time_ms=measured_decode_ms if canceled or tally.decode_ms is None else tally.decode_ms,
+            tokens_in=tally.tokens_in,
+            first_token_ms=None if first_token_at is None else (first_token_at - dispatched) * 1000.0,
+            finish_reason=finish_reason or "stop",
+            engine_version=None if version is None else version.version,
         )
     )
-
-
-def _error(error: EngineError, engine: str) -> TaskEvent:
-    return TaskEvent.model_construct(root=ErrorEvent.model_construct(event="error", data=error.to_stream_error(engine)))

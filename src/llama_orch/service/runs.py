@@ -15,9 +15,10 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_orch_gen.contracts.events import End, EndEvent, ErrorEvent, Started, StartedEvent, TaskEvent
+from llama_orch_gen.contracts.events import End, Started, TaskEvent
 from llama_orch_gen.contracts.task_request import TaskRequest
 
+from llama_orch import events
 from llama_orch.adapters.base import WorkerAdapter
 from llama_orch.errors import EngineError, ErrorCode
 
@@ -92,7 +93,8 @@ class TaskRun:
     # -- producer side -----------------------------------------------------------------------------------------
 
     async def execute(self, adapter: WorkerAdapter, on_event: Callable[[TaskEvent], None]) -> Attempt:
-        """Relay the adapter's stream into the buffer. Never raises; `on_event` sees every event kept."""
+        """Relay the adapter's stream into the buffer. Never raises; `on_event` sees every event kept but tokens
+        (counted in `tokens_emitted`)."""
         self.state = "running"
         self.adapter = adapter
         if self._cancel is not None:  # canceled between dispatch and now: the engine was never asked
@@ -117,9 +119,10 @@ class TaskRun:
                     self.dropped_metrics += 1
                     continue
                 await self._push(event)
-                if root.event == "token":
+                if root.event == "token":  # the hot path: counted here, nothing else to account
                     self.tokens_emitted += 1
-                on_event(event)
+                else:
+                    on_event(event)
                 if self._cancel is not None and not self._cancel_sent:
                     await self._send_cancel()
         finally:
@@ -188,18 +191,13 @@ class TaskRun:
             return error_event(
                 "SLOW_CONSUMER", f"the stream was not read for {self._hold_s:g}s; the task was canceled", self.adapter
             )
-        return TaskEvent.model_construct(
-            root=EndEvent.model_construct(
-                event="end",
-                data=end or End.model_construct(tokens_out=0, decode_time_ms=0.0, finish_reason="canceled"),
-            )
-        )
+        return events.end(end or End.model_construct(tokens_out=0, decode_time_ms=0.0, finish_reason="canceled"))
 
     def _with_queue_facts(self, started: Started) -> TaskEvent:
         data = started.model_copy(
             update={"queue_position": self.queue_position, "predicted_start_ms": self.predicted_start_ms}
         )
-        return TaskEvent.model_construct(root=StartedEvent.model_construct(event="started", data=data))
+        return events.started(data)
 
     # -- reader side -------------------------------------------------------------------------------------------
 
@@ -222,11 +220,7 @@ class TaskRun:
 
 def error_event(code: ErrorCode, message: str, adapter: WorkerAdapter | None) -> TaskEvent:
     error = EngineError(code, message)
-    return TaskEvent.model_construct(
-        root=ErrorEvent.model_construct(
-            event="error", data=error.to_stream_error(None if adapter is None else adapter.engine)
-        )
-    )
+    return events.error(error.to_stream_error(None if adapter is None else adapter.engine))
 
 
 def _as_engine_error(data: Any) -> EngineError:

@@ -4,7 +4,8 @@ NDJSON lines out. Token frames are the hot path: they are formatted directly, wi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from json.encoder import encode_basestring
 from typing import Any, TypeVar
 
 from llama_orch_gen.contracts.events import TaskEvent
@@ -18,6 +19,7 @@ __all__ = ["infer_line", "read_model", "sse_frames"]
 
 M = TypeVar("M", bound=BaseModel)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+_json_string: Callable[[str], str] = encode_basestring  # the C routine json.dumps uses for a str
 
 
 async def read_model(scope: Scope, receive: Receive, model: type[M], max_bytes: int) -> M:
@@ -72,16 +74,17 @@ def _first_null(data: Any, path: str) -> str | None:
 
 
 def sse_frames(events: Iterable[TaskEvent]) -> bytes:
-    """`event: <name>\\ndata: <json>\\n\\n` per event, joined for one write."""
+    """`event: <name>\\ndata: <json>\\n\\n` per event, joined for one write. (An engine's JSON can decode to a lone
+    surrogate, which UTF-8 cannot carry: it becomes "?" rather than breaking the stream.)"""
     parts: list[str] = []
     for event in events:
         root = event.root
         if root.event == "token":
             data = root.data
-            parts.append(f"event: token\ndata: {_dumps({'t': data.t, 'i': data.i})}\n\n")
+            parts.append(f'event: token\ndata: {{"t":{_json_string(data.t)},"i":{data.i}}}\n\n')
         else:
             parts.append(f"event: {root.event}\ndata: {_payload(root.data)}\n\n")
-    return "".join(parts).encode()
+    return "".join(parts).encode("utf-8", "replace")
 
 
 def _payload(data: BaseModel) -> str:

@@ -1,0 +1,33 @@
+"""SSE frames as written: token frames are formatted by hand (the hot path) and must parse as the contract says."""
+
+from __future__ import annotations
+
+import json
+
+from llama_orch_gen.contracts.events import End, TaskEvent
+
+from llama_orch import events
+from llama_orch.service.wire import sse_frames
+
+
+def _parse(frames: bytes) -> list[TaskEvent]:
+    parsed = []
+    for frame in frames.decode().split("\n\n")[:-1]:
+        name_line, data_line = frame.split("\n")
+        event = {"event": name_line.removeprefix("event: "), "data": json.loads(data_line.removeprefix("data: "))}
+        parsed.append(TaskEvent.model_validate(event))
+    return parsed
+
+
+def test_token_frames_round_trip_any_text() -> None:
+    texts = ["plain", 'quote " and \\ backslash', "new\nline\r\ttab", "\x00\x1f", "é ü 雪 🦙", ""]
+    batch = [events.token(text, i) for i, text in enumerate(texts)]
+    end = events.end(End.model_construct(tokens_out=len(texts), decode_time_ms=1.0, finish_reason="stop"))
+    parsed = _parse(sse_frames([*batch, end]))
+    assert [(e.root.data.t, e.root.data.i) for e in parsed[:-1]] == [(t, i) for i, t in enumerate(texts)]
+    assert parsed[-1] == TaskEvent.model_validate(end.model_dump())
+
+
+def test_a_lone_surrogate_from_an_engine_becomes_a_replacement_not_a_broken_stream() -> None:
+    frames = sse_frames([events.token("ok \ud800 ok", 0)])
+    assert _parse(frames)[0].root.data.t == "ok ? ok"
