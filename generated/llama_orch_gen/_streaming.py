@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from types import UnionType
+from typing import Any, Generic, TypeVar, Union, get_args, get_origin
 
 import httpx
 from pydantic import RootModel, TypeAdapter, ValidationError
 
 T = TypeVar("T")
+_UNIONS = (Union, UnionType)
 
 
 class StreamError(Exception):
@@ -81,10 +83,19 @@ class StreamFormat(Generic[T]):
     eof_is_end: bool = False
     _item_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
     _error_adapter: TypeAdapter[Any] | None = field(init=False, repr=False, compare=False)
+    _plain_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "_item_adapter", TypeAdapter(self.item))
+        item_adapter = TypeAdapter(self.item)
+        object.__setattr__(self, "_item_adapter", item_adapter)
         object.__setattr__(self, "_error_adapter", TypeAdapter(self.error) if self.error is not None else None)
+        # A payload without the error key cannot be the error model, so it is validated against the union's other
+        # members only: pydantic tries every member of a union, and this runs once per token.
+        others = [m for m in get_args(self.item) if m is not self.error] if get_origin(self.item) in _UNIONS else []
+        if self.error_key is not None and self.error is not None and others:
+            plain: Any = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
+            item_adapter = TypeAdapter(plain)
+        object.__setattr__(self, "_plain_adapter", item_adapter)
 
     def parse(self, event: str, data: str) -> Any:
         """Decode one payload into the item model, or the error model for an in-stream error."""
@@ -93,10 +104,10 @@ class StreamFormat(Generic[T]):
                 obj = json.loads(data)
                 if isinstance(obj, dict) and self.error_key in obj:
                     return self._error_adapter.validate_python(obj)
-                return self._item_adapter.validate_python(obj)
+                return self._plain_adapter.validate_python(obj)
             if self.envelope:
                 return self._item_adapter.validate_json(f'{{"event":{json.dumps(event)},"data":{data}}}')
-            return self._item_adapter.validate_json(data)
+            return self._plain_adapter.validate_json(data)
         except (ValidationError, ValueError) as exc:
             raise StreamDecodeError(f"bad stream item ({exc.__class__.__name__}: {exc})", data) from exc
 
