@@ -1,4 +1,5 @@
-"""SSE frames as written: token frames are formatted by hand (the hot path) and must parse as the contract says."""
+"""Stream bytes as written: token frames and lines are formatted by hand (the hot path) and must parse as the
+contract says."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import json
 from llama_orch_gen.contracts.events import End, TaskEvent
 
 from llama_orch import events
-from llama_orch.service.wire import sse_frames
+from llama_orch.service.wire import infer_token, sse_frames
 
 
 def _parse(frames: bytes) -> list[TaskEvent]:
@@ -31,3 +32,8 @@ def test_token_frames_round_trip_any_text() -> None:
 def test_a_lone_surrogate_from_an_engine_becomes_a_replacement_not_a_broken_stream() -> None:
     frames = sse_frames([events.token("ok \ud800 ok", 0)])
     assert _parse(frames)[0].root.data.t == "ok ? ok"
+
+
+def test_infer_token_lines_round_trip_any_text() -> None:
+    for text in ['quote " \\ back', "new\nline", "é 雪 🦙", "lone \udc80"]:
+        assert json.loads(infer_token(text)) == {"token": text.replace("\udc80", "?")}

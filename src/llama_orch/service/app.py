@@ -16,6 +16,7 @@ from importlib import resources
 from typing import Any
 
 from llama_orch_gen.contracts.config import OrchestratorConfig
+from llama_orch_gen.contracts.events import TaskEvent
 from llama_orch_gen.contracts.infer_request import InferRequest
 from llama_orch_gen.contracts.tables import ERROR_CODES
 from llama_orch_gen.contracts.task_request import TaskRequest
@@ -34,7 +35,7 @@ from llama_orch.secrets import token_from_env
 from llama_orch.service.middleware import BearerAuth, CorrelationId
 from llama_orch.service.orchestrator import Orchestrator
 from llama_orch.service.runs import TaskRun
-from llama_orch.service.wire import infer_done, infer_line, read_model, sse_frames
+from llama_orch.service.wire import infer_done, infer_line, infer_token, read_model, sse_frames
 
 __all__ = ["create_app", "openapi_document"]
 
@@ -72,6 +73,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
             orch.count_rejection(error, None)
             raise
         run = orch.submit(task)
+        await asyncio.sleep(0)  # let the dispatched task send its engine request before this answer is written
         admission = {
             "task_id": run.task_id,
             "queue_position": run.queue_position,
@@ -126,6 +128,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         request = await read_model(scope, receive, InferRequest, max_body)
         _check_model(orch, request.model)
         run = orch.attach(orch.submit(_infer_task(request)).task_id)
+        await asyncio.sleep(0)  # the engine request goes out before the response head is written
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
             await _until_disconnect(receive, _write_ndjson(run, send, lambda: orch.detach(run)))
@@ -192,9 +195,7 @@ async def _until_disconnect(receive: Receive, writer: Awaitable[None]) -> None:
 
 async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
     async for batch in run.batches():
-        await send({"type": "http.response.body", "body": sse_frames(batch), "more_body": True})
-    delivered()  # forget the task before the client can see the stream end and ask about it again
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _send_batch(run, batch, sse_frames(batch), send, delivered)
 
 
 async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
@@ -205,7 +206,7 @@ async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None])
             root = event.root
             if root.event == "token":
                 text.append(root.data.t)
-                lines.append(infer_line({"token": root.data.t}))
+                lines.append(infer_token(root.data.t))
             elif root.event == "end":
                 end = root.data
                 reason = end.finish_reason or "stop"
@@ -213,9 +214,17 @@ async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None])
             elif root.event == "error":
                 status = ERROR_CODES[root.data.code].status
                 lines.append(infer_line({"error": f"{root.data.code}: {root.data.message}", "code": status}))
-        await send({"type": "http.response.body", "body": b"".join(lines), "more_body": True})
-    delivered()
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
+        await _send_batch(run, batch, b"".join(lines), send, delivered)
+
+
+async def _send_batch(
+    run: TaskRun, batch: list[TaskEvent], body: bytes, send: Send, delivered: Callable[[], None]
+) -> None:
+    """One write per batch; the batch with the terminal event also ends the response (one write, not two)."""
+    final = bool(batch) and batch[-1] is run.terminal
+    if final:
+        delivered()  # forget the task before the client can see the stream end and ask about it again
+    await send({"type": "http.response.body", "body": body, "more_body": not final})
 
 
 def _infer_task(request: InferRequest) -> TaskRequest:

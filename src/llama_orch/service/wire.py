@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope
 
 from llama_orch.errors import ApiError
 
-__all__ = ["infer_line", "read_model", "sse_frames"]
+__all__ = ["infer_done", "infer_line", "infer_token", "read_model", "sse_frames"]
 
 M = TypeVar("M", bound=BaseModel)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -92,7 +92,12 @@ def _payload(data: BaseModel) -> str:
 
 
 def infer_line(payload: dict[str, Any]) -> bytes:
-    return (_dumps(payload) + "\n").encode()
+    return (_dumps(payload) + "\n").encode("utf-8", "replace")
+
+
+def infer_token(text: str) -> bytes:
+    """`{"token": text}` formatted directly: one per token (the hot path, as for SSE token frames)."""
+    return f'{{"token":{_json_string(text)}}}\n'.encode("utf-8", "replace")
 
 
 def infer_done(content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> bytes:

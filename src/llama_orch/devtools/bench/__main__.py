@@ -4,8 +4,8 @@
 
 Sections (each compares both sides in the same run and reports the ratio):
   decoding     the generated client's SSE decoder vs httpx-sse and openai's, on the same recorded bytes
-  relay        one stream from the llama.cpp simulator (no delay): direct vs through the orchestrator;
-               tokens/s and the added first-token latency (p50, p99)
+  relay        one stream from the llama.cpp simulator (no delay): direct vs through the orchestrator
+               (/v1/tasks SSE and /infer NDJSON); tokens/s and the added first-token latency (p50, p99)
   concurrency  1, 16, 128, 512 simultaneous streams through the orchestrator: aggregate tokens/s,
                p99 inter-token gap, peak RSS, errors, lost tasks
   peer         LiteLLM's proxy (own virtual environment in the cache, made on first use) relaying the same

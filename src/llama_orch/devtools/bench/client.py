@@ -2,7 +2,8 @@
 
 Every side of every comparison is read through this one client, so the client's own cost is the same on both
 sides, and it is small enough (no pools, no header objects) that the servers, not the client, are measured.
-It speaks only what the servers under test answer: `\\n`-framed SSE over chunked or length-delimited bodies.
+It speaks only what the servers under test answer: `\\n`-framed SSE or JSON lines over chunked or
+length-delimited bodies.
 """
 
 from __future__ import annotations
@@ -127,22 +128,24 @@ class Connection:
         return status, json.loads(raw) if raw else None
 
     async def stream(
-        self, method: str, path: str, body: Any, read_frame: FrameReader, result: StreamResult
+        self, method: str, path: str, body: Any, read_frame: FrameReader, result: StreamResult, *, ndjson: bool = False
     ) -> StreamResult:
-        """Read an SSE response into `result`, timestamping every token frame as it is decoded."""
-        status, chunks = await self.request(method, path, body, {"Accept": "text/event-stream"})
+        """Read an SSE (or, with `ndjson`, a JSON-lines) response into `result`, timestamping every token frame as
+        it is decoded."""
+        accept = "application/x-ndjson" if ndjson else "text/event-stream"
+        status, chunks = await self.request(method, path, body, {"Accept": accept})
         if status != 200:
             raw = b"".join([chunk async for chunk in chunks])
             result.error = f"{method} {path}: HTTP {status}: {raw[:200]!r}"
             return result
         buffer = b""
         async for chunk in chunks:
-            frames = (buffer + chunk).split(b"\n\n")
+            frames = (buffer + chunk).split(b"\n" if ndjson else b"\n\n")
             buffer = frames.pop()
             now = time.perf_counter()
             for frame in frames:
-                event, data = "message", ""
-                for line in frame.decode().split("\n"):
+                event, data = "message", frame.decode() if ndjson else ""
+                for line in () if ndjson else frame.decode().split("\n"):
                     name, _, value = line.partition(":")
                     if name == "data":
                         data = value[1:] if value[:1] == " " else value
@@ -186,3 +189,11 @@ def orchestrator_stream(event: str, data: str) -> tuple[str | None, str | None]:
     if event == "token":
         return str(json.loads(data)["t"]), None
     return None, event if event in ("end", "error") else None
+
+
+def infer_stream(event: str, data: str) -> tuple[str | None, str | None]:
+    """The orchestrator's `/infer` lines: `{"token": text}`, then `{"done": true, ...}` or `{"error": ...}`."""
+    line = json.loads(data)
+    if "token" in line:
+        return str(line["token"]), None
+    return None, "done" if line.get("done") else "error" if "error" in line else None

@@ -1,7 +1,8 @@
 """One stream, read the way each side is meant to be used, timed from the first request byte.
 
 A `Flow` reads `n` tokens with a seed on a persistent connection: directly from the engine (native or OpenAI
-surface), through the orchestrator (POST /v1/tasks, then GET its stream), or through LiteLLM's proxy.
+surface), through the orchestrator (POST /v1/tasks, then GET its stream; or one POST /infer), or through LiteLLM's
+proxy.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from llama_orch.devtools.bench.client import (
     Connection,
     HttpError,
     StreamResult,
+    infer_stream,
     llamacpp_native,
     openai_stream,
     orchestrator_stream,
@@ -42,6 +44,14 @@ async def litellm(conn: Connection, n: int, seed: int) -> StreamResult:
 def chat(n: int, seed: int) -> dict[str, object]:
     message = {"role": "user", "content": PROMPT}
     return {"model": "bench", "messages": [message], "max_tokens": n, "seed": seed, "stream": True}
+
+
+async def orchestrator_infer(conn: Connection, n: int, seed: int) -> StreamResult:
+    """The orchestrator's one-request surface: `POST /infer` answers with the task's tokens as JSON lines."""
+    body = {"prompt": PROMPT, "max_tokens": n, "seed": seed}
+    result = await conn.stream("POST", "/infer", body, infer_stream, _now(), ndjson=True)
+    result.accepted = result.error is None
+    return result
 
 
 async def orchestrator(conn: Connection, n: int, seed: int) -> StreamResult:
