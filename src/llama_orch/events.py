@@ -1,12 +1,15 @@
-"""Contract events (`TaskEvent`) built from values already checked, without validation.
+"""Contract events (`TaskEvent`) built from values already checked, without validation, and `TokenRun`, the
+relay's own form of consecutive tokens.
 
-The adapters and the service make every event here. `token` runs once per token of every task, so it skips even
-`model_construct`'s field bookkeeping and fills the three models directly; tests/test_events.py holds it equal to
-what `model_construct` builds, so a pydantic upgrade that changes the layout fails there, not in production.
+The adapters and the service make every event here. Between an engine and a stream writer, tokens travel as
+`TokenRun`s (one object per network read, not three models per token); `token` builds a token's `TaskEvent` for
+callers of `WorkerAdapter.submit`. It skips even `model_construct`'s field bookkeeping; tests/test_events.py holds
+it equal to what pydantic builds, so a pydantic upgrade that changes the layout fails there, not in production.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from llama_orch_gen.contracts.events import (
@@ -22,11 +25,22 @@ from llama_orch_gen.contracts.events import (
 )
 from pydantic import BaseModel
 
-__all__ = ["end", "error", "started", "token"]
+__all__ = ["TokenRun", "end", "error", "started", "token"]
 
 M = TypeVar("M", bound=BaseModel)
 _new = object.__new__
 _set = object.__setattr__
+
+
+@dataclass(slots=True)
+class TokenRun:
+    """Consecutive `token` events: `texts[k]` is the text of token `first + k`."""
+
+    first: int
+    texts: list[str]
+
+    def events(self) -> list[TaskEvent]:
+        return [token(text, index) for index, text in enumerate(self.texts, self.first)]
 
 
 def token(text: str, index: int) -> TaskEvent:

@@ -8,7 +8,8 @@ import json
 from llama_orch_gen.contracts.events import End, TaskEvent
 
 from llama_orch import events
-from llama_orch.service.wire import infer_token, sse_frames
+from llama_orch.events import TokenRun
+from llama_orch.service.wire import infer_tokens, sse_frames
 
 
 def _parse(frames: bytes) -> list[TaskEvent]:
@@ -22,18 +23,19 @@ def _parse(frames: bytes) -> list[TaskEvent]:
 
 def test_token_frames_round_trip_any_text() -> None:
     texts = ["plain", 'quote " and \\ backslash', "new\nline\r\ttab", "\x00\x1f", "é ü 雪 🦙", ""]
-    batch = [events.token(text, i) for i, text in enumerate(texts)]
     end = events.end(End.model_construct(tokens_out=len(texts), decode_time_ms=1.0, finish_reason="stop"))
-    parsed = _parse(sse_frames([*batch, end]))
-    assert [(e.root.data.t, e.root.data.i) for e in parsed[:-1]] == [(t, i) for i, t in enumerate(texts)]
+    parsed = _parse(sse_frames([TokenRun(7, texts[:2]), TokenRun(9, texts[2:]), end]))
+    assert [(e.root.data.t, e.root.data.i) for e in parsed[:-1]] == [(t, i) for i, t in enumerate(texts, 7)]
+    assert parsed[:-1] == TokenRun(7, texts).events()
     assert parsed[-1] == TaskEvent.model_validate(end.model_dump())
 
 
 def test_a_lone_surrogate_from_an_engine_becomes_a_replacement_not_a_broken_stream() -> None:
-    frames = sse_frames([events.token("ok \ud800 ok", 0)])
+    frames = sse_frames([TokenRun(0, ["ok \ud800 ok"])])
     assert _parse(frames)[0].root.data.t == "ok ? ok"
 
 
 def test_infer_token_lines_round_trip_any_text() -> None:
-    for text in ['quote " \\ back', "new\nline", "é 雪 🦙", "lone \udc80"]:
-        assert json.loads(infer_token(text)) == {"token": text.replace("\udc80", "?")}
+    texts = ['quote " \\ back', "new\nline", "é 雪 🦙", "lone \udc80"]
+    lines = infer_tokens(TokenRun(0, texts)).decode().splitlines()
+    assert [json.loads(line) for line in lines] == [{"token": text.replace("\udc80", "?")} for text in texts]

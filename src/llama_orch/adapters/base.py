@@ -6,13 +6,15 @@ An adapter turns one task into one engine call and the engine's stream into one 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Protocol, runtime_checkable
 
 from llama_orch_gen.contracts.events import TaskEvent
 from llama_orch_gen.contracts.task_request import TaskRequest
+
+from llama_orch.events import TokenRun
 
 
 class HealthState(StrEnum):
@@ -67,6 +69,10 @@ class WorkerAdapter(Protocol):
 
     def submit(self, task: TaskRequest) -> AsyncIterator[TaskEvent]:
         """Run `task` (its `task_id` is set); closing the iterator early cancels the engine request."""
+        ...
+
+    def relay(self, task: TaskRequest) -> AsyncGenerator[TaskEvent | TokenRun, None]:
+        """`submit`'s events with the tokens of each engine read as one `TokenRun` (what the service streams)."""
         ...
 
     async def cancel(self, task_id: str) -> bool:

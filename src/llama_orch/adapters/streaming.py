@@ -28,6 +28,7 @@ from llama_orch.adapters.base import EngineProps, EngineVersion, Health
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, with_retries
 from llama_orch.determinism import effective_seed
 from llama_orch.errors import EngineError
+from llama_orch.events import TokenRun
 
 __all__ = ["EngineStream", "FinishReason", "StreamingAdapter", "Tally"]
 
@@ -132,6 +133,18 @@ class StreamingAdapter(ABC):
         return True
 
     async def submit(self, task: TaskRequest) -> AsyncIterator[TaskEvent]:
+        relayed = self.relay(task)
+        try:
+            async for item in relayed:
+                if isinstance(item, TokenRun):
+                    for event in item.events():
+                        yield event
+                else:
+                    yield item
+        finally:
+            await relayed.aclose()  # closing this iterator early closes the engine stream now, not at GC
+
+    async def relay(self, task: TaskRequest) -> AsyncGenerator[TaskEvent | TokenRun, None]:
         task_id = task.task_id or ""
         run = _Run()
         self._runs[task_id] = run
@@ -169,17 +182,17 @@ class StreamingAdapter(ABC):
                 except StopAsyncIteration:
                     break
                 run.worker = None
-                before = index
-                for item in batch:
-                    if text := self._read(item, tally):
-                        if first_token_at is None:
-                            first_token_at = loop.time()
-                        yield events.token(text, index)
-                        index += 1
-                        if run.canceled:
-                            raise _Canceled
-                if index > before:
+                texts, failure = self._texts(batch, tally)
+                if texts:
+                    if first_token_at is None:
+                        first_token_at = loop.time()
+                    yield TokenRun(index, texts)
+                    index += len(texts)
+                    if run.canceled:
+                        raise _Canceled
                     due = loop.time() + self.policy.inter_token_s
+                if failure is not None:
+                    raise failure
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, tally.finish_reason)
         except _Canceled:
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, "canceled")
@@ -201,6 +214,18 @@ class StreamingAdapter(ABC):
                 del self._runs[task_id]
             await _close(stream, batches)
         yield terminal
+
+    def _texts(self, batch: list[Any], tally: Tally) -> tuple[list[str], Exception | None]:
+        """The token texts of one batch of items; an in-stream error comes back after the tokens before it."""
+        texts: list[str] = []
+        for item in batch:
+            try:
+                text = self._read(item, tally)
+            except Exception as exc:  # classified by the relay, once these tokens are out
+                return texts, exc
+            if text:
+                texts.append(text)
+        return texts, None
 
     async def _attempt(self, task: TaskRequest, seed: int, deadline: float) -> tuple[EngineStream, float]:
         """One try at opening the stream, bounded by the first-token timeout (llama.cpp answers its headers only

@@ -31,11 +31,12 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llama_orch.adapters.base import AdapterRegistry
 from llama_orch.errors import ApiError
+from llama_orch.events import TokenRun
 from llama_orch.secrets import token_from_env
 from llama_orch.service.middleware import BearerAuth, CorrelationId
 from llama_orch.service.orchestrator import Orchestrator
 from llama_orch.service.runs import TaskRun
-from llama_orch.service.wire import infer_done, infer_line, infer_token, read_model, sse_frames
+from llama_orch.service.wire import infer_done, infer_line, infer_tokens, read_model, sse_frames
 
 __all__ = ["create_app", "openapi_document"]
 
@@ -202,12 +203,13 @@ async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None])
     text: list[str] = []
     async for batch in run.batches():
         lines: list[bytes] = []
-        for event in batch:
-            root = event.root
-            if root.event == "token":
-                text.append(root.data.t)
-                lines.append(infer_token(root.data.t))
-            elif root.event == "end":
+        for item in batch:
+            if isinstance(item, TokenRun):
+                text += item.texts
+                lines.append(infer_tokens(item))
+                continue
+            root = item.root
+            if root.event == "end":
                 end = root.data
                 reason = end.finish_reason or "stop"
                 lines.append(infer_done("".join(text), reason, end.tokens_in or 0, end.tokens_out))
@@ -218,7 +220,7 @@ async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None])
 
 
 async def _send_batch(
-    run: TaskRun, batch: list[TaskEvent], body: bytes, send: Send, delivered: Callable[[], None]
+    run: TaskRun, batch: list[TaskEvent | TokenRun], body: bytes, send: Send, delivered: Callable[[], None]
 ) -> None:
     """One write per batch; the batch with the terminal event also ends the response (one write, not two)."""
     final = bool(batch) and batch[-1] is run.terminal

@@ -1,10 +1,11 @@
 """One admitted task, from admission to its terminal event: the bounded buffer between the engine and the one
 reader of its stream, race-free cancel, and the guarantee of exactly one terminal event.
 
-Buffer policy (per task, so a slow client never stalls another task's stream): up to `capacity` events wait for
-the reader. When the buffer is full, `metrics` events are dropped and the engine is read no faster than the client
-(tokens are never dropped). If the reader makes no progress for `hold_s` (or never opens the stream), the engine
-request is canceled and the task ends with `error` SLOW_CONSUMER, so an idle client never holds an engine slot.
+Buffer policy (per task, so a slow client never stalls another task's stream): up to `capacity` events (and at
+most one engine read's tokens more) wait for the reader. When the buffer is full, `metrics` events are dropped
+and the engine is read no faster than the client (tokens are never dropped). If the reader makes no progress for
+`hold_s` (or never opens the stream), the engine request is canceled and the task ends with `error`
+SLOW_CONSUMER, so an idle client never holds an engine slot.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch import events
 from llama_orch.adapters.base import WorkerAdapter
 from llama_orch.errors import EngineError, ErrorCode
+from llama_orch.events import TokenRun
 
 __all__ = ["Attempt", "TaskRun", "error_event"]
 
@@ -53,6 +55,7 @@ class TaskRun:
         "reader_attached",
         "dropped_metrics",
         "_buffer",
+        "_pending",
         "_capacity",
         "_hold_s",
         "_readable",
@@ -79,7 +82,8 @@ class TaskRun:
         self.terminal: TaskEvent | None = None
         self.reader_attached = False
         self.dropped_metrics = 0
-        self._buffer: deque[TaskEvent] = deque()
+        self._buffer: deque[TaskEvent | TokenRun] = deque()
+        self._pending = 0  # events in the buffer (a TokenRun counts its tokens)
         self._capacity = capacity
         self._hold_s = hold_s
         self._readable = asyncio.Event()
@@ -100,41 +104,44 @@ class TaskRun:
         if self._cancel is not None:  # canceled between dispatch and now: the engine was never asked
             self._finish(self._canceled_terminal(None), on_event)
             return Attempt()
-        events = adapter.submit(self.task)
+        relayed = adapter.relay(self.task)
         started = False
         try:
-            async for event in events:
-                root = event.root
-                if root.event == "started":
-                    started = True
-                    event = self._with_queue_facts(root.data)
-                elif root.event in ("end", "error"):
-                    if not started and root.event == "error" and root.data.code in _REDISPATCHABLE:
-                        return Attempt(failed_before_start=_as_engine_error(root.data))
-                    if self._cancel is not None and root.event == "end":
-                        event = self._canceled_terminal(root.data)
-                    self._finish(event, on_event)
-                    return Attempt()
-                elif root.event == "metrics" and len(self._buffer) >= self._capacity:
-                    self.dropped_metrics += 1
-                    continue
-                await self._push(event)
-                if root.event == "token":  # the hot path: counted here, nothing else to account
-                    self.tokens_emitted += 1
+            async for item in relayed:
+                if isinstance(item, TokenRun):  # the hot path: buffered and counted, nothing else to account
+                    await self._push(item, len(item.texts))
+                    self.tokens_emitted += len(item.texts)
                 else:
-                    on_event(event)
+                    root = item.root
+                    if root.event == "started":
+                        started = True
+                        item = self._with_queue_facts(root.data)
+                    elif root.event in ("end", "error"):
+                        if not started and root.event == "error" and root.data.code in _REDISPATCHABLE:
+                            return Attempt(failed_before_start=_as_engine_error(root.data))
+                        if self._cancel is not None and root.event == "end":
+                            item = self._canceled_terminal(root.data)
+                        self._finish(item, on_event)
+                        return Attempt()
+                    elif root.event == "metrics" and self._pending >= self._capacity:
+                        self.dropped_metrics += 1
+                        continue
+                    await self._push(item, 1)
+                    on_event(item)
                 if self._cancel is not None and not self._cancel_sent:
                     await self._send_cancel()
         finally:
-            await events.aclose()  # type: ignore[attr-defined]
+            await relayed.aclose()
         # An adapter never ends without a terminal event; if one ever does, the stream still gets one.
         self._finish(
             error_event("INTERNAL", "the adapter ended the stream without a terminal event", adapter), on_event
         )
         return Attempt()
 
-    async def _push(self, event: TaskEvent) -> None:
-        while len(self._buffer) >= self._capacity:
+    async def _push(self, item: TaskEvent | TokenRun, events: int) -> None:
+        """Buffer `item` (worth `events` events) once there is room: the bound is checked before each item, so it
+        is exceeded by at most one engine read's tokens."""
+        while self._pending >= self._capacity:
             self._space.clear()
             try:
                 async with asyncio.timeout(self._hold_s):
@@ -143,7 +150,8 @@ class TaskRun:
                 self.cancel("slow_consumer")
                 await self._send_cancel()
                 break  # the relay ends at its next step; the terminal event bypasses the bound
-        self._buffer.append(event)
+        self._buffer.append(item)
+        self._pending += events
         self._readable.set()
 
     def _finish(self, terminal: TaskEvent, on_event: Callable[[TaskEvent], None]) -> None:
@@ -201,12 +209,13 @@ class TaskRun:
 
     # -- reader side -------------------------------------------------------------------------------------------
 
-    async def batches(self) -> AsyncIterator[list[TaskEvent]]:
+    async def batches(self) -> AsyncIterator[list[TaskEvent | TokenRun]]:
         """Everything buffered, as it arrives, in batches (one write per batch); ends after the terminal event."""
         while True:
             await self._readable.wait()
             batch = list(self._buffer)
             self._buffer.clear()
+            self._pending = 0
             self._readable.clear()
             self._space.set()
             yield batch

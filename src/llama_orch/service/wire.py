@@ -14,8 +14,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import Receive, Scope
 
 from llama_orch.errors import ApiError
+from llama_orch.events import TokenRun
 
-__all__ = ["infer_done", "infer_line", "infer_token", "read_model", "sse_frames"]
+__all__ = ["infer_done", "infer_line", "infer_tokens", "read_model", "sse_frames"]
 
 M = TypeVar("M", bound=BaseModel)
 _dumps = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
@@ -73,17 +74,18 @@ def _first_null(data: Any, path: str) -> str | None:
     return None
 
 
-def sse_frames(events: Iterable[TaskEvent]) -> bytes:
+def sse_frames(items: Iterable[TaskEvent | TokenRun]) -> bytes:
     """`event: <name>\\ndata: <json>\\n\\n` per event, joined for one write. (An engine's JSON can decode to a lone
     surrogate, which UTF-8 cannot carry: it becomes "?" rather than breaking the stream.)"""
     parts: list[str] = []
-    for event in events:
-        root = event.root
-        if root.event == "token":
-            data = root.data
-            parts.append(f'event: token\ndata: {{"t":{_json_string(data.t)},"i":{data.i}}}\n\n')
+    for item in items:
+        if isinstance(item, TokenRun):
+            parts += [
+                f'event: token\ndata: {{"t":{_json_string(text)},"i":{index}}}\n\n'
+                for index, text in enumerate(item.texts, item.first)
+            ]
         else:
-            parts.append(f"event: {root.event}\ndata: {_payload(root.data)}\n\n")
+            parts.append(f"event: {item.root.event}\ndata: {_payload(item.root.data)}\n\n")
     return "".join(parts).encode("utf-8", "replace")
 
 
@@ -95,9 +97,9 @@ def infer_line(payload: dict[str, Any]) -> bytes:
     return (_dumps(payload) + "\n").encode("utf-8", "replace")
 
 
-def infer_token(text: str) -> bytes:
-    """`{"token": text}` formatted directly: one per token (the hot path, as for SSE token frames)."""
-    return f'{{"token":{_json_string(text)}}}\n'.encode("utf-8", "replace")
+def infer_tokens(run: TokenRun) -> bytes:
+    """`{"token": text}` lines formatted directly (the hot path, as for SSE token frames)."""
+    return "".join([f'{{"token":{_json_string(text)}}}\n' for text in run.texts]).encode("utf-8", "replace")
 
 
 def infer_done(content: str, finish_reason: str, prompt_tokens: int, completion_tokens: int) -> bytes:
