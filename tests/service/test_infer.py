@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from llama_orch.adapters.mock import Fault, mock_text
-from tests.service.helpers import Service, mock_pool, parse_ndjson, service, validate
+from tests.service.helpers import Service, mock_pool, parse_ndjson, scrape, service, total, validate
 
 INFER_ERROR = "infer-line.json#/$defs/InferError"
 
@@ -111,3 +111,13 @@ def test_unready_pool_is_refused_before_streaming() -> None:
     svc.mock().inject(Fault("loading"))
     with svc.running() as http:
         check_infer_error(http.post("/infer", json={"prompt": "x"}), 503)
+
+
+def test_refusals_are_counted_as_rejected_tasks(http: httpx.Client) -> None:
+    def rejected(reason: str) -> float:
+        return total(scrape(http), "tasks_rejected_total", reason=reason)
+
+    before = {reason: rejected(reason) for reason in ("INVALID_PARAMS", "NOT_FOUND")}
+    check_infer_error(http.post("/infer", json={"prompt": 7}), 400)
+    check_infer_error(http.post("/infer", json={"prompt": "x", "model": "absent"}), 404)
+    assert {reason: rejected(reason) - before[reason] for reason in before} == {"INVALID_PARAMS": 1, "NOT_FOUND": 1}

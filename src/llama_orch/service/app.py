@@ -126,8 +126,12 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
             orch.detach(run)
 
     async def infer(scope: Scope, receive: Receive, send: Send) -> None:
-        request = await read_model(scope, receive, InferRequest, max_body)
-        _check_model(orch, request.model)
+        try:
+            request = await read_model(scope, receive, InferRequest, max_body)
+            _check_model(orch, request.model)
+        except ApiError as error:
+            orch.count_rejection(error, None)
+            raise
         run = orch.attach(orch.submit(_infer_task(request)).task_id)
         await asyncio.sleep(0)  # the engine request goes out before the response head is written
         try:
