@@ -21,7 +21,7 @@ from types import UnionType
 from typing import Any, Generic, TypeVar, Union, get_args, get_origin
 
 import httpx
-from pydantic import RootModel, TypeAdapter, ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
 _UNIONS = (Union, UnionType)
@@ -64,7 +64,8 @@ class FinalRule:
     not_null: bool = False
 
     def matches(self, item: Any) -> bool:
-        target = item.root if isinstance(item, RootModel) else item
+        # Class attributes, not isinstance: pydantic's metaclass makes isinstance an ABC check, and this runs per item.
+        target = item.root if getattr(type(item), "__pydantic_root_model__", False) else item
         value = getattr(target, self.field, None)
         return value is not None if self.not_null else value in self.values
 
@@ -112,7 +113,7 @@ class StreamFormat(Generic[T]):
             raise StreamDecodeError(f"bad stream item ({exc.__class__.__name__}: {exc})", data) from exc
 
     def is_error(self, item: Any) -> bool:
-        return self.error is not None and isinstance(item, self.error)
+        return type(item) is self.error  # `parse` builds exactly this class; isinstance would be the slow ABC check
 
 
 class SSEDecoder:
