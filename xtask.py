@@ -20,6 +20,7 @@ VENV = ROOT / ".venv"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / "python"
 MARKER = VENV / ".llama-orch-installed"
+EXTRAS = "dev,bench"
 LINT_PATHS = ["src", "codegen", "generated", "tests", "xtask.py"]
 
 
@@ -35,19 +36,18 @@ def run(*cmd: str | Path, check: bool = True, env: dict[str, str] | None = None)
     return code
 
 
-def ensure_venv(extras: str) -> None:
-    """Create .venv and install `.[extras]` when missing, when pyproject.toml changed since the last install,
-    or when the extras asked for were not installed (`bench` adds the peers it compares against)."""
+def ensure_venv() -> None:
+    """Create .venv and install the project with its `dev` and `bench` tools when missing or when pyproject.toml
+    changed since the last install. One environment for everything: mypy checks the bench code, in CI too."""
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
-    installed = MARKER.read_text().split() if MARKER.exists() and PY.exists() else []
-    if installed[:1] == [digest] and set(extras.split(",")) <= set(installed[1:]):
+    if PY.exists() and MARKER.exists() and MARKER.read_text().strip() == digest:
         return
     if not PY.exists():
         log(f"creating virtual environment {VENV.relative_to(ROOT)}")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    log(f"installing llama-orch with its {extras} tools (first run takes a minute)")
-    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f".[{extras}]")
-    MARKER.write_text(" ".join([digest, *extras.split(",")]) + "\n")
+    log(f"installing llama-orch with its {EXTRAS} tools (first run takes a minute)")
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", f".[{EXTRAS}]")
+    MARKER.write_text(digest + "\n")
 
 
 def venv_tool(name: str) -> Path:
@@ -141,8 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     if passthrough and args.func not in (cmd_serve, cmd_fuzz, cmd_bench):
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.passthrough = passthrough
-    # One environment for everything: mypy checks the bench code and the bench smoke test runs, in CI too.
-    ensure_venv("dev,bench")
+    ensure_venv()
     return int(args.func(args))
 
 

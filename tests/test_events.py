@@ -1,4 +1,4 @@
-"""The event builders make exactly what pydantic's own constructors make (the token one bypasses them)."""
+"""The event builders make exactly what pydantic's own constructors and validation make."""
 
 from __future__ import annotations
 

@@ -83,17 +83,20 @@ class StreamFormat(Generic[T]):
     final: FinalRule | None = None
     eof_is_end: bool = False
     _item_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
-    _error_adapter: TypeAdapter[Any] | None = field(init=False, repr=False, compare=False)
     _plain_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
+    # ('"<error_key>"', error adapter) when in-stream errors are told apart by a key: built once, used per item.
+    _error_route: tuple[str, TypeAdapter[Any]] | None = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         item_adapter = TypeAdapter(self.item)
         object.__setattr__(self, "_item_adapter", item_adapter)
-        object.__setattr__(self, "_error_adapter", TypeAdapter(self.error) if self.error is not None else None)
+        error_adapter = TypeAdapter(self.error) if self.error is not None else None
+        route = (f'"{self.error_key}"', error_adapter) if error_adapter is not None and self.error_key else None
+        object.__setattr__(self, "_error_route", route)
         # A payload without the error key cannot be the error model, so it is validated against the union's other
         # members only: pydantic tries every member of a union, and this runs once per token.
         others = [m for m in get_args(self.item) if m is not self.error] if get_origin(self.item) in _UNIONS else []
-        if self.error_key is not None and self.error is not None and others:
+        if route is not None and others:
             plain: Any = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
             item_adapter = TypeAdapter(plain)
         object.__setattr__(self, "_plain_adapter", item_adapter)
@@ -101,10 +104,11 @@ class StreamFormat(Generic[T]):
     def parse(self, event: str, data: str) -> Any:
         """Decode one payload into the item model, or the error model for an in-stream error."""
         try:
-            if self._error_adapter is not None and self.error_key is not None and f'"{self.error_key}"' in data:
+            route = self._error_route
+            if route is not None and route[0] in data:
                 obj = json.loads(data)
                 if isinstance(obj, dict) and self.error_key in obj:
-                    return self._error_adapter.validate_python(obj)
+                    return route[1].validate_python(obj)
                 return self._plain_adapter.validate_python(obj)
             if self.envelope:
                 return self._item_adapter.validate_json(f'{{"event":{json.dumps(event)},"data":{data}}}')
@@ -188,15 +192,22 @@ class _Decoding(Generic[T]):
         self.finished = False  # nothing more to read
         self.saw_final = False  # the declared final item arrived
 
-    def feed(self, chunk: bytes) -> tuple[list[Any], StreamError | None]:
-        """The items `chunk` completes. A failure comes back after the items before it, so none of them is lost."""
-        return self._decode(self.decoder.feed(chunk))
-
-    def end_of_input(self) -> tuple[list[Any], StreamError | None]:
-        items, failure = self._decode(self.decoder.close())
-        if failure is None and not (self.finished or self.saw_final or self.fmt.eof_is_end):
-            failure = StreamTruncated("stream ended before its final item")
-        return items, failure
+    def batches(self, chunk: bytes | None) -> Iterator[list[Any]]:
+        """The items `chunk` completes (None: the input ended), as one batch. A failure is raised after that batch,
+        so none of the items before it is lost. Once the stream is finished, chunks are read and ignored: reading
+        the body to its end lets the connection be reused."""
+        if self.finished:
+            return
+        if chunk is not None:
+            items, failure = self._decode(self.decoder.feed(chunk))
+        else:
+            items, failure = self._decode(self.decoder.close())
+            if failure is None and not (self.finished or self.saw_final or self.fmt.eof_is_end):
+                failure = StreamTruncated("stream ended before its final item")
+        if items:
+            yield items
+        if failure is not None:
+            raise failure
 
     def _decode(self, frames: list[tuple[str, str]]) -> tuple[list[Any], StreamError | None]:
         fmt = self.fmt
@@ -238,18 +249,8 @@ class SyncStream(Generic[T]):
         state = self._state
         try:
             for chunk in self.response.iter_bytes():
-                if state.finished:
-                    continue  # read on to the end of the body, so the connection can be reused
-                batch, failure = state.feed(chunk)
-                if batch:
-                    yield batch
-                if failure is not None:
-                    raise failure
-            batch, failure = state.end_of_input() if not state.finished else ([], None)
-            if batch:
-                yield batch
-            if failure is not None:
-                raise failure
+                yield from state.batches(chunk)
+            yield from state.batches(None)
         finally:
             self.response.close()
 
@@ -280,18 +281,10 @@ class AsyncStream(Generic[T]):
         state = self._state
         try:
             async for chunk in self.response.aiter_bytes():
-                if state.finished:
-                    continue  # read on to the end of the body, so the connection can be reused
-                batch, failure = state.feed(chunk)
-                if batch:
+                for batch in state.batches(chunk):
                     yield batch
-                if failure is not None:
-                    raise failure
-            batch, failure = state.end_of_input() if not state.finished else ([], None)
-            if batch:
+            for batch in state.batches(None):
                 yield batch
-            if failure is not None:
-                raise failure
         finally:
             await self.response.aclose()
 

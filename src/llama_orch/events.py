@@ -2,15 +2,13 @@
 relay's own form of consecutive tokens.
 
 The adapters and the service make every event here. Between an engine and a stream writer, tokens travel as
-`TokenRun`s (one object per network read, not three models per token); `token` builds a token's `TaskEvent` for
-callers of `WorkerAdapter.submit`. It skips even `model_construct`'s field bookkeeping; tests/test_events.py holds
-it equal to what pydantic builds, so a pydantic upgrade that changes the layout fails there, not in production.
+`TokenRun`s (one object per network read, not three models per token); `token` builds a token's `TaskEvent` only
+for callers of `WorkerAdapter.submit`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
 from llama_orch_gen.contracts.events import (
     End,
@@ -23,13 +21,8 @@ from llama_orch_gen.contracts.events import (
     Token,
     TokenEvent,
 )
-from pydantic import BaseModel
 
 __all__ = ["TokenRun", "end", "error", "started", "token"]
-
-M = TypeVar("M", bound=BaseModel)
-_new = object.__new__
-_set = object.__setattr__
 
 
 @dataclass(slots=True)
@@ -44,8 +37,8 @@ class TokenRun:
 
 
 def token(text: str, index: int) -> TaskEvent:
-    data = _built(Token, {"t": text, "i": index})
-    return _built(TaskEvent, {"root": _built(TokenEvent, {"event": "token", "data": data})})
+    data = Token.model_construct(t=text, i=index)
+    return TaskEvent.model_construct(root=TokenEvent.model_construct(event="token", data=data))
 
 
 def started(data: Started) -> TaskEvent:
@@ -58,13 +51,3 @@ def end(data: End) -> TaskEvent:
 
 def error(data: StreamError) -> TaskEvent:
     return TaskEvent.model_construct(root=ErrorEvent.model_construct(event="error", data=data))
-
-
-def _built(model: type[M], values: dict[str, Any]) -> M:
-    """What `model.model_construct(**values)` makes when `values` names every field."""
-    instance = _new(model)
-    _set(instance, "__dict__", values)
-    _set(instance, "__pydantic_fields_set__", set(values))
-    _set(instance, "__pydantic_extra__", None)
-    _set(instance, "__pydantic_private__", None)
-    return instance

@@ -67,14 +67,18 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         finally:
             await orch.stop()
 
+    async def submit(task: TaskRequest) -> TaskRun:
+        run = orch.submit(task)
+        await asyncio.sleep(0)  # let the dispatched task send its engine request before the answer is written
+        return run
+
     async def create_task(request: Request) -> Response:
         try:
             task = await read_model(request.scope, request.receive, TaskRequest, max_body)
         except ApiError as error:
             orch.count_rejection(error, None)
             raise
-        run = orch.submit(task)
-        await asyncio.sleep(0)  # let the dispatched task send its engine request before this answer is written
+        run = await submit(task)
         admission = {
             "task_id": run.task_id,
             "queue_position": run.queue_position,
@@ -132,8 +136,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         except ApiError as error:
             orch.count_rejection(error, None)
             raise
-        run = orch.attach(orch.submit(_infer_task(request)).task_id)
-        await asyncio.sleep(0)  # the engine request goes out before the response head is written
+        run = orch.attach((await submit(_infer_task(request))).task_id)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
             await _until_disconnect(receive, _write_ndjson(run, send, lambda: orch.detach(run)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -126,16 +127,27 @@ class Simulator:
         # "Loading model" is answered before routing, in that path's key order.
         return error(status, message, routed=status != 503, headers=headers)
 
-    def _stream(self, shape: Shape, generation: Generation, fault: Fault | None) -> Response:
-        return SimulatorStream(
-            shape,
-            generation,
-            self.config,
-            fault,
-            prefix=PREFIX,
-            headers_with_first_token=True,
-            on_close=self.state.begin(generation),
-        )
+    def _answer(
+        self,
+        body: dict[str, Any],
+        shape: Shape,
+        generation: Generation,
+        fault: Fault | None,
+        result: Callable[[], dict[str, Any]],
+    ) -> Response:
+        """The stream when the body asks for one, else the whole `result` at once."""
+        if body.get("stream") is True:
+            return SimulatorStream(
+                shape,
+                generation,
+                self.config,
+                fault,
+                prefix=PREFIX,
+                headers_with_first_token=True,
+                on_close=self.state.begin(generation),
+            )
+        self.state.begin(generation)()
+        return JSONResponse(result())
 
     async def completion(self, request: Request) -> Response:
         begun = await self._begin(request)
@@ -145,10 +157,7 @@ class Simulator:
         prompt = as_prompt(body.get("prompt", ""))
         generation = generate(self.config, prompt, _seed(body), _limit(body))
         native = _Native(self, body, prompt, generation)
-        if body.get("stream") is True:
-            return self._stream(native, generation, fault)
-        self.state.begin(generation)()
-        return JSONResponse(native.result(generation.text))
+        return self._answer(body, native, generation, fault, lambda: native.result(generation.text))
 
     async def v1_completions(self, request: Request) -> Response:
         begun = await self._begin(request)
@@ -158,10 +167,7 @@ class Simulator:
         prompt = as_prompt(body.get("prompt", ""))
         generation = generate(self.config, prompt, _seed(body), _limit(body))
         shape = _OpenAiText(self, generation)
-        if body.get("stream") is True:
-            return self._stream(shape, generation, fault)
-        self.state.begin(generation)()
-        return JSONResponse(shape.result())
+        return self._answer(body, shape, generation, fault, shape.result)
 
     async def v1_chat_completions(self, request: Request) -> Response:
         begun = await self._begin(request)
@@ -175,10 +181,7 @@ class Simulator:
         options = body.get("stream_options")
         usage = isinstance(options, dict) and options.get("include_usage") is True
         shape = _OpenAiChat(self, generation, usage)
-        if body.get("stream") is True:
-            return self._stream(shape, generation, fault)
-        self.state.begin(generation)()
-        return JSONResponse(shape.result())
+        return self._answer(body, shape, generation, fault, shape.result)
 
     # -- the rest -----------------------------------------------------------------------------------------------
 

@@ -144,13 +144,7 @@ class Connection:
             buffer = frames.pop()
             now = time.perf_counter()
             for frame in frames:
-                event, data = "message", frame.decode() if ndjson else ""
-                for line in () if ndjson else frame.decode().split("\n"):
-                    name, _, value = line.partition(":")
-                    if name == "data":
-                        data = value[1:] if value[:1] == " " else value
-                    elif name == "event":
-                        event = value.strip()
+                event, data = ("message", frame.decode()) if ndjson else _sse_fields(frame)
                 if not data:
                     continue
                 token, terminal = read_frame(event, data)
@@ -161,6 +155,18 @@ class Connection:
                     result.terminals.append(terminal)
         result.finished = time.perf_counter()
         return result
+
+
+def _sse_fields(frame: bytes) -> tuple[str, str]:
+    """One `\\n`-framed SSE event → (event name, data)."""
+    event, data = "message", ""
+    for line in frame.decode().split("\n"):
+        name, _, value = line.partition(":")
+        if name == "data":
+            data = value[1:] if value[:1] == " " else value
+        elif name == "event":
+            event = value.strip()
+    return event, data
 
 
 def llamacpp_native(event: str, data: str) -> tuple[str | None, str | None]:
