@@ -81,3 +81,22 @@ def test_every_generated_module_starts_with_the_do_not_edit_header() -> None:
         or not p.read_text(encoding="utf-8").split("\n", 1)[0].endswith(" DO NOT EDIT.")
     ]
     assert lacking == []
+
+
+def test_changed_tool_version_is_one_line_naming_both_versions(repo: Path) -> None:
+    path = repo / "generated" / "llama_orch_gen" / "_stamp.json"
+    stamp = json.loads(path.read_text())
+    have = stamp["tools"]["ruff"]
+    stamp["tools"]["ruff"] = "0.0.1"
+    path.write_text(json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    result = _codegen(repo, "check")
+    assert result.returncode == 1
+    lines = [line for line in result.stderr.splitlines() if line.startswith("TOOL ")]
+    assert lines == [f"TOOL ruff: generated/ was made with 0.0.1, this environment has {have}"]
+    assert _codegen(repo, "regen").returncode == 0
+    assert json.loads(path.read_text())["tools"]["ruff"] == have
+
+
+def test_floating_runtime_libraries_are_not_in_the_stamp() -> None:
+    stamp = json.loads((ROOT / "generated" / "llama_orch_gen" / "_stamp.json").read_text())
+    assert "pydantic" not in stamp["tools"] and "httpx" not in stamp["tools"]
