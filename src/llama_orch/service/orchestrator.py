@@ -316,7 +316,7 @@ class Orchestrator:
                 replica_id=r.id,
                 live=r.live,
                 ready=r.ready,
-                state=r.state.value,
+                state=r.status.value,
                 engine_version=r.engine_version or None,
                 slots_total=r.slots_total,
                 slots_free=r.slots_free,

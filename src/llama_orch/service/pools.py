@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,12 +20,14 @@ from llama_orch_gen.contracts.events import TaskEvent
 
 from llama_orch.adapters.base import HealthState, WorkerAdapter
 from llama_orch.errors import ApiError, EngineError
+from llama_orch.service.outliers import Outlier, OutlierPolicy
 from llama_orch.service.runs import TaskRun
 
-__all__ = ["DEFAULT_MAX_INFLIGHT", "Pool", "ReplicaState"]
+__all__ = ["DEFAULT_MAX_INFLIGHT", "FULL_PROBE_EVERY", "Pool", "ReplicaState"]
 
 logger = logging.getLogger("llama_orch.service")
 
+FULL_PROBE_EVERY = 10  # health probes per capacity/version refresh
 DEFAULT_MAX_INFLIGHT = 16  # engines that report no slot count (vLLM, TGI, Triton batch continuously)
 _RETRY_AFTER_MS = 1000
 _INITIAL_SERVICE_MS = 100.0  # predicted wait per queued task before any task has finished
@@ -37,7 +40,7 @@ class ReplicaState:
     adapter: WorkerAdapter
     config: ReplicaConfig
     live: bool = False
-    ready: bool = False
+    probed_ready: bool = False  # what the active probe last said; passive ejection is on top of it
     state: HealthState = HealthState.UNHEALTHY
     engine_version: str = ""
     slots_total: int | None = None
@@ -47,10 +50,20 @@ class ReplicaState:
     last_error: str | None = None
     last_code: str | None = None  # contract code of `last_error`
     last_dispatch: int = 0
+    probes: int = 0
+    outlier: Outlier = field(default_factory=Outlier)
 
     @property
     def id(self) -> str:
         return self.adapter.replica_id
+
+    @property
+    def ready(self) -> bool:
+        return self.probed_ready and not self.outlier.ejected(time.monotonic())
+
+    @property
+    def status(self) -> HealthState:
+        return HealthState.UNHEALTHY if self.outlier.ejected(time.monotonic()) else self.state
 
     @property
     def max_inflight(self) -> int:
@@ -60,13 +73,16 @@ class ReplicaState:
     def has_room(self) -> bool:
         return self.ready and self.inflight < self.max_inflight
 
-    async def probe(self, timeout_s: float) -> bool:
-        """Refresh health, capacity and version; True when readiness changed."""
+    async def probe(self, timeout_s: float) -> None:
+        """Ask the health route; capacity and version only when the replica becomes ready and on every
+        `FULL_PROBE_EVERY`-th probe, so the periodic probe is one cheap call (readiness changes are logged)."""
         was_ready = self.ready
+        full = not self.probed_ready or self.probes % FULL_PROBE_EVERY == 0
+        self.probes += 1
         try:
             async with asyncio.timeout(timeout_s):
                 health = await self.adapter.health()
-                if health.ready:
+                if health.ready and full:
                     props = await self.adapter.props()
                     self.slots_total, self.slots_free, self.ctx_size = (
                         props.slots_total,
@@ -76,10 +92,12 @@ class ReplicaState:
                     self.engine_version = (await self.adapter.engine_version()).version
         except (EngineError, TimeoutError) as exc:
             message = exc.message if isinstance(exc, EngineError) else f"no health answer within {timeout_s:g}s"
-            self.live, self.ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
+            self.live, self.probed_ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
             self.last_code = exc.code if isinstance(exc, EngineError) else "POOL_UNAVAILABLE"
         else:
-            self.live, self.ready, self.state = health.live, health.ready, health.state
+            self.live, self.probed_ready, self.state = health.live, health.ready, health.state
+            if health.ready and self.slots_free == 0:
+                self.state = HealthState.DEGRADED
             if health.detail and not health.ready:
                 self.last_error, self.last_code = health.detail, health.code
         if was_ready != self.ready:
@@ -90,16 +108,6 @@ class ReplicaState:
                 "ready" if self.ready else f"unready: {self.last_error}",
                 extra={"pool_id": self.adapter.pool_id, "replica_id": self.id},
             )
-        return was_ready != self.ready
-
-    def mark_failed(self, error: EngineError) -> None:
-        """The engine failed a task before starting it: skip it until the next health probe says otherwise."""
-        self.ready, self.state, self.last_error, self.last_code = (
-            False,
-            HealthState.UNHEALTHY,
-            error.message,
-            error.code,
-        )
 
 
 @dataclass(eq=False)
@@ -109,8 +117,12 @@ class Pool:
     on_event: Callable[[TaskRun, ReplicaState, TaskEvent], None]
     on_dropped: Callable[[TaskRun], None]
     lanes: dict[str, deque[TaskRun]] = field(default_factory=lambda: {lane: deque() for lane in _LANES})
+    outliers: OutlierPolicy = field(init=False)
     service_ms: float = _INITIAL_SERVICE_MS  # moving average of dispatch→terminal, for predicted_start_ms
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.outliers = OutlierPolicy.from_config(self.config.outlier_detection)
 
     @property
     def id(self) -> str:
@@ -224,8 +236,14 @@ class Pool:
     async def _execute(self, run: TaskRun, replica: ReplicaState) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
+
+        def relay(event: TaskEvent) -> None:
+            if event.root.event == "started":
+                self._started(run, replica)
+            self.on_event(run, replica, event)
+
         try:
-            attempt = await run.execute(replica.adapter, lambda event: self.on_event(run, replica, event))
+            attempt = await run.execute(replica.adapter, relay)
         finally:
             replica.inflight -= 1
         if attempt.failed_before_start is None:
@@ -234,10 +252,36 @@ class Pool:
             self._retry_elsewhere(run, replica, attempt.failed_before_start)
         self.dispatch()
 
+    def _started(self, run: TaskRun, replica: ReplicaState) -> None:
+        """`replica` started `run`: the replicas that failed it before were at fault, not the request."""
+        replica.outlier.succeeded()
+        for other in self.replicas:
+            if other.id in run.tried:
+                self._count_failure(other, run.tried[other.id])
+
+    def _count_failure(self, replica: ReplicaState, error: EngineError) -> None:
+        now = time.monotonic()
+        ejected = sum(r.outlier.ejected(now) for r in self.replicas)
+        others_ready = sum(r.ready for r in self.replicas if r is not replica)
+        may_eject = self.outliers.may_eject(len(self.replicas), ejected, others_ready)
+        failures = replica.outlier.consecutive + 1
+        duration = replica.outlier.failed(now, self.outliers, may_eject=may_eject)
+        if duration is None:
+            return
+        replica.last_error = f"ejected for {duration:g}s after {failures} consecutive failures; last: {error.message}"
+        replica.last_code = error.code
+        logger.warning(
+            "replica %s/%s %s",
+            self.id,
+            replica.id,
+            replica.last_error,
+            extra={"pool_id": self.id, "replica_id": replica.id},
+        )
+
     def _retry_elsewhere(self, run: TaskRun, replica: ReplicaState, error: EngineError) -> None:
-        """The engine never started the task: mark the replica unready and give the task to another one."""
-        replica.mark_failed(error)
-        run.tried.add(replica.id)
+        """The engine never started the task: give it to another replica. Whose fault it was is known only once
+        another replica starts it (`_started`); a task every replica fails is the request's own fault."""
+        run.tried[replica.id] = error
         logger.warning(
             "replica %s/%s failed task %s before starting it: %s",
             self.id,
@@ -259,9 +303,8 @@ class Pool:
     # -- health ------------------------------------------------------------------------------------------------
 
     async def probe(self, timeout_s: float) -> None:
-        changed = await asyncio.gather(*(r.probe(timeout_s) for r in self.replicas))
-        if any(changed):
-            self.dispatch()
+        await asyncio.gather(*(r.probe(timeout_s) for r in self.replicas))
+        self.dispatch()  # readiness may have changed, by the probe or by an ejection that ended
 
     def queued(self) -> Iterator[TaskRun]:
         for lane in self.lanes.values():

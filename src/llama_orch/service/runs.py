@@ -90,7 +90,7 @@ class TaskRun:
         self._space = asyncio.Event()
         self._cancel: Literal["client", "disconnect", "slow_consumer"] | None = None
         self._cancel_sent = False
-        self.tried: set[str] = set()  # replicas that failed this task before starting it
+        self.tried: dict[str, EngineError] = {}  # replicas that failed this task before starting it, and how
         self.tokens_emitted = 0
         self.affinity: str | None = None  # the replica of the task's session, if it has one
 
