@@ -19,7 +19,7 @@ from llama_orch_gen.contracts.config import PoolConfig, ReplicaConfig
 from llama_orch_gen.contracts.events import TaskEvent
 
 from llama_orch.adapters.base import HealthState, WorkerAdapter
-from llama_orch.errors import ApiError, EngineError
+from llama_orch.errors import ApiError, EngineError, ErrorCode
 from llama_orch.service.outliers import Outlier, OutlierPolicy
 from llama_orch.service.runs import TaskRun
 
@@ -43,6 +43,7 @@ class ReplicaState:
     probed_ready: bool = False  # what the active probe last said; passive ejection is on top of it
     state: HealthState = HealthState.UNHEALTHY
     engine_version: str = ""
+    model: str = ""  # as the engine reports it
     slots_total: int | None = None
     slots_free: int | None = None
     ctx_size: int | None = None
@@ -67,6 +68,8 @@ class ReplicaState:
 
     @property
     def max_inflight(self) -> int:
+        if self.config.id_slot is not None:
+            return 1  # every task runs in the one pinned slot: more would only queue inside the engine
         return self.config.max_inflight or self.slots_total or DEFAULT_MAX_INFLIGHT
 
     @property
@@ -89,7 +92,8 @@ class ReplicaState:
                         props.slots_free,
                         props.ctx_size,
                     )
-                    self.engine_version = (await self.adapter.engine_version()).version
+                    version = await self.adapter.engine_version()
+                    self.engine_version, self.model = version.version, version.model or ""
         except (EngineError, TimeoutError) as exc:
             message = exc.message if isinstance(exc, EngineError) else f"no health answer within {timeout_s:g}s"
             self.live, self.probed_ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
@@ -115,7 +119,7 @@ class Pool:
     config: PoolConfig
     replicas: list[ReplicaState]
     on_event: Callable[[TaskRun, ReplicaState, TaskEvent], None]
-    on_dropped: Callable[[TaskRun], None]
+    on_dropped: Callable[[TaskRun, ErrorCode], None]  # a queued run ended by the pool, and its error code
     lanes: dict[str, deque[TaskRun]] = field(default_factory=lambda: {lane: deque() for lane in _LANES})
     outliers: OutlierPolicy = field(init=False)
     service_ms: float = _INITIAL_SERVICE_MS  # moving average of dispatch→terminal, for predicted_start_ms
@@ -148,6 +152,11 @@ class Pool:
     def ready(self) -> bool:
         return any(r.ready for r in self.replicas)
 
+    def models(self) -> set[str]:
+        """The models the pool serves: configured, and as its engines report them."""
+        names = {self.config.model} | {r.config.model for r in self.replicas} | {r.model for r in self.replicas}
+        return {name for name in names if name}
+
     def engine_version(self) -> str:
         """The version label of pool-level metrics: the first known replica version."""
         return next((r.engine_version for r in self.replicas if r.engine_version), "")
@@ -167,22 +176,39 @@ class Pool:
                 pool_id=self.id,
             )
         if self.depth >= self.capacity and not self._room_now():
-            if self.policy == "reject":
+            # drop-lru evicts the oldest task of the newcomer's rank or lower, never one that outranks it.
+            victims = self.lanes["batch"] or (self.lanes["interactive"] if run.priority == "interactive" else None)
+            if self.policy == "reject" or not victims:
                 raise ApiError(
                     "ADMISSION_REJECT",
                     f"pool {self.id!r} queue is full ({self.capacity} waiting)",
                     retry_after_ms=self._backoff_ms(),
-                    policy_label="reject",
+                    policy_label=self.policy,
                     pool_id=self.id,
                 )
-            victim = (self.lanes["batch"] or self.lanes["interactive"]).popleft()
-            victim.fail("QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task", _ignore)
-            self.on_dropped(victim)
+            victim = victims.popleft()
+            self._drop(victim, "QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task")
         ahead = len(self.lanes["interactive"]) + (len(self.lanes["batch"]) if run.priority == "batch" else 0)
         run.queue_position = ahead
         run.predicted_start_ms = self._predict_ms(ahead)
         self.lanes[run.priority].append(run)
         self.dispatch()
+        self._arm_expiry(run)
+
+    def _arm_expiry(self, run: TaskRun) -> None:
+        if run.state == "queued" and run.deadline_at is not None:
+            run.expiry = asyncio.get_running_loop().call_at(run.deadline_at, self._expire, run)
+
+    def _drop(self, run: TaskRun, code: ErrorCode, message: str) -> None:
+        """End a run the pool took out of its queue; it never held a slot."""
+        if run.expiry is not None:
+            run.expiry.cancel()
+        run.fail(code, message, _ignore)
+        self.on_dropped(run, code)
+
+    def _expire(self, run: TaskRun) -> None:
+        if self.remove(run):
+            self._drop(run, "DEADLINE_UNMET", "the task deadline passed while it waited in the queue")
 
     def _room_now(self) -> bool:
         return self.depth == 0 and any(r.has_room for r in self.replicas)
@@ -208,14 +234,21 @@ class Pool:
 
     def dispatch(self) -> None:
         """Start queued runs, interactive first, each on the least-loaded ready replica with room."""
+        now = asyncio.get_running_loop().time()
         for lane in self.lanes.values():
             for run in list(lane):
+                if run.expired(now):  # its timer is due but has not run yet: never give it a slot
+                    lane.remove(run)
+                    self._drop(run, "DEADLINE_UNMET", "the task deadline passed while it waited in the queue")
+                    continue
                 replica = self._pick(run)
                 if replica is None:
                     if not any(r.has_room for r in self.replicas):
                         return
                     continue  # this run waits for its own replica (session affinity); others may go
                 lane.remove(run)
+                if run.expiry is not None:
+                    run.expiry.cancel()
                 replica.inflight += 1
                 replica.last_dispatch = next(_dispatch_order)
                 job = asyncio.get_running_loop().create_task(self._execute(run, replica))
@@ -293,6 +326,7 @@ class Pool:
         if run.cancel_reason is None and any(r.ready and r.id not in run.tried for r in self.replicas):
             run.state = "queued"
             self.lanes[run.priority].appendleft(run)
+            self._arm_expiry(run)
             return
         if len(run.tried) > 1:
             message = f"every replica of pool {self.id!r} failed ({len(run.tried)} tried); last: {error.message}"
