@@ -12,6 +12,9 @@ class ErrorResponse(BaseModel):
     Triton's error body, for HTTP errors and in-stream errors (`data: {"error": "..."}`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: str
     """
     Human-readable message
@@ -23,6 +26,9 @@ class ServerMetadata(BaseModel):
     `GET /v2` (`generate` is not listed among the extensions)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     """
     "triton"
@@ -42,6 +48,9 @@ class TensorMetadata(BaseModel):
     Name, type and shape of a model input or output
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     datatype: str
     """
@@ -58,6 +67,9 @@ class ModelMetadata(BaseModel):
     `GET /v2/models/{model}`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     versions: list[str] | None = None
     platform: str
@@ -73,6 +85,9 @@ class GenerateRequest(BaseModel):
     Generate request for the TensorRT-LLM `ensemble`. Every top-level key (and every key inside `parameters`) that names a model input becomes an input tensor (a scalar or a 1-D array); other keys become Triton request parameters. Declared here: the ensemble's inputs from its config.pbtxt. `text_input` and `max_tokens` are required by the ensemble (either may also be sent inside `parameters`).
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     """
     Request id, echoed in the response
@@ -181,9 +196,9 @@ class GenerateResponse(BaseModel):
     """
     The request id, when one was sent
     """
-    model_name: str
-    model_version: str
-    text_output: str | list[str] | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    text_output: str | list[str]
     """
     Generated text; an array when several sequences come back (beam_width or num_return_sequences > 1)
     """
