@@ -45,10 +45,27 @@ FAULTS: dict[str, tuple[Script, str, int]] = {
     "malformed_chunk": (lambda f: [f.stream([*f.tokens(2), b'data: {"index":\n\n'])], "WORKER_RESET", 1),
     "in_stream_error": (lambda f: [f.stream([*f.tokens(2), f.dialect.in_stream_error])], "INTERNAL", 1),
     "missing_terminal_chunk": (lambda f: [f.stream(f.tokens(3))], "WORKER_RESET", 1),
+    # The engine sent its final chunk but keeps the body open: the generation is over, so is the task.
+    "held_open_after_final": (
+        lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)), STALL])],
+        "end:stop",
+        1,
+    ),
+    # An OpenAI-style engine sends `finish_reason` but neither the usage chunk nor `[DONE]`.
+    "held_open_after_finish_reason": (
+        lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)).split(b"\n\n")[0] + b"\n\n", STALL])],
+        "end:stop",
+        1,
+    ),
 }
 # Triton's stream has no end marker (EOF is its normal end), so a stream cut cleanly cannot be told from a
 # finished one; a connection cut mid-body is still WORKER_RESET (reset_mid_stream).
-EXCEPTIONS = {("triton", "missing_terminal_chunk"): "end:stop"}
+# Nor can a body held open after the last token be told from a stalled engine.
+EXCEPTIONS = {
+    ("triton", "missing_terminal_chunk"): "end:stop",
+    ("triton", "held_open_after_final"): "DECODE_TIMEOUT",
+    ("triton", "held_open_after_finish_reason"): "DECODE_TIMEOUT",
+}
 
 
 def task() -> TaskRequest:

@@ -47,6 +47,8 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+# An SSE comment: readers skip it, idle-timeout proxies see traffic.
+_HEARTBEAT = b": keep-alive\n\n"
 _NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-cache")]
 
 
@@ -58,6 +60,7 @@ def openapi_document() -> bytes:
 def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlette:
     orch = Orchestrator(config, registry)
     max_body = config.max_body_bytes or 1_048_576
+    heartbeat_s = (15_000 if config.sse_heartbeat_ms is None else config.sse_heartbeat_ms) / 1000.0
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -125,7 +128,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         run = orch.attach(_path_id(Request(scope), "task_id", "task"))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await _until_disconnect(receive, _write_sse(run, send, lambda: orch.detach(run)))
+            await _until_disconnect(receive, _write_sse(run, send, lambda: orch.detach(run), heartbeat_s))
         finally:
             orch.detach(run)
 
@@ -200,9 +203,9 @@ async def _until_disconnect(receive: Receive, writer: Awaitable[None]) -> None:
         raise write.exception()  # type: ignore[misc]
 
 
-async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
-    async for batch in run.batches():
-        await _send_batch(run, batch, sse_frames(batch), send, delivered)
+async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None], heartbeat_s: float) -> None:
+    async for batch in run.batches(heartbeat_s):
+        await _send_batch(run, batch, sse_frames(batch) if batch else _HEARTBEAT, send, delivered)
 
 
 async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:

@@ -79,6 +79,11 @@ def sync_detailed(
 
      Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
+    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
+    task is
+    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
+    so an
+    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -111,6 +116,11 @@ def sync(
 
      Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
+    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
+    task is
+    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
+    so an
+    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -138,6 +148,11 @@ async def asyncio_detailed(
 
      Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
+    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
+    task is
+    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
+    so an
+    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -168,6 +183,11 @@ async def asyncio(
 
      Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
+    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
+    task is
+    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
+    so an
+    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
