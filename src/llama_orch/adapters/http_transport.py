@@ -15,13 +15,14 @@ ReadError (socket errors) and RemoteProtocolError (closed early or malformed).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import httpx
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 __all__ = ["EngineTransport"]
 
@@ -33,6 +34,10 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Framing is ours to set: the body is sent whole with its length.
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
+# RFC 9110 §5.1: a header name is a token; a value never holds CR, LF or NUL (a line break would start a new header).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
+
 Key = tuple[str, str, int]
 
 
@@ -41,9 +46,10 @@ class _StaleConnection(Exception):
 
 
 class _Response:
-    """httptools callbacks for one response; `body` collects what arrived since it was last taken."""
+    """httptools callbacks for one response; `body` collects what arrived since it was last taken. Interim 1xx
+    responses (100 Continue, 103 Early Hints, ...) are skipped: llhttp parses each as a message of its own."""
 
-    __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive")
+    __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive", "interim")
 
     def __init__(self) -> None:
         self.parser = HttpResponseParser(self)
@@ -52,23 +58,38 @@ class _Response:
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self.interim = False
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the end of the response: the connection is out of step, never reuse it
+            self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            self.interim = True  # its headers are not the response's
+            self.headers.clear()
+            return
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
-        self.complete = True
-        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
+        if self.interim:
+            self.interim = False
+            return
+        if not self.complete:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
 
     def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            raise httpx.RemoteProtocolError("the server switched protocols (101); an engine answers HTTP") from None
         except HttpParserError as exc:
             raise httpx.RemoteProtocolError(f"malformed response from the server: {exc}") from exc
 
@@ -340,7 +361,14 @@ class EngineTransport(httpx.AsyncBaseTransport):
 
 def _head(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
-    lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw if name.lower() not in _FRAMING_HEADERS]
+    for name, value in request.headers.raw:
+        if not _TOKEN.fullmatch(name):
+            raise httpx.LocalProtocolError(f"invalid header name {name[:64]!r}: not sent")
+        if _UNSAFE_VALUE.search(value):
+            # The value may be a secret: name the header only.
+            raise httpx.LocalProtocolError(f"header {name.decode()!r} holds CR, LF or NUL: not sent")
+        if name.lower() not in _FRAMING_HEADERS:
+            lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body
