@@ -35,13 +35,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--auth-token-env", metavar="VAR", help="require `Bearer $VAR` on the API")
-    serve.add_argument(
-        "--sse-heartbeat-ms",
-        type=_non_negative,
-        metavar="MS",
-        help="SSE comment frame after this long without a frame (default 15000; 0: off)",
-    )
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
+    )
     spawn = serve.add_argument_group("spawned engine")
     spawn.add_argument("--spawn-llama", action="store_true", help="run and supervise a llama-server for --model FILE")
     spawn.add_argument("--llama-bin", help="llama-server binary (default: the cached build, built if missing)")
@@ -89,12 +86,6 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="OpenAI /v1/completions (true) or native /completion (false); default: negotiate",
     )
     parser.set_defaults(spawned_model=None)
-
-
-def _non_negative(text: str) -> int:
-    if not text.isdigit():
-        raise argparse.ArgumentTypeError(f"not a whole number of milliseconds >= 0: {text!r}")
-    return int(text)
 
 
 def _boolean(text: str) -> bool:

@@ -47,8 +47,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-# An SSE comment: readers skip it, idle-timeout proxies see traffic.
-_HEARTBEAT = b": keep-alive\n\n"
+_PING = b": ping\n\n"
 _NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-cache")]
 
 
@@ -60,7 +59,7 @@ def openapi_document() -> bytes:
 def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlette:
     orch = Orchestrator(config, registry)
     max_body = config.max_body_bytes or 1_048_576
-    heartbeat_s = (15_000 if config.sse_heartbeat_ms is None else config.sse_heartbeat_ms) / 1000.0
+    heartbeat_s = (config.sse_heartbeat_ms or 15_000) / 1000.0
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -128,7 +127,8 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         run = orch.attach(_path_id(Request(scope), "task_id", "task"))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await _until_disconnect(receive, _write_sse(run, send, lambda: orch.detach(run), heartbeat_s))
+            writer = _SseWriter(send, heartbeat_s)
+            await _until_disconnect(receive, writer.write(run, lambda: orch.detach(run)), writer.heartbeats())
         finally:
             orch.detach(run)
 
@@ -184,28 +184,52 @@ class _Asgi:
 # -- streams ---------------------------------------------------------------------------------------------------
 
 
-async def _until_disconnect(receive: Receive, writer: Awaitable[None]) -> None:
-    """Run `writer` until it ends or the client disconnects (then it is canceled, which cancels the task)."""
+async def _until_disconnect(receive: Receive, writer: Awaitable[None], *helpers: Awaitable[None]) -> None:
+    """Run `writer` (and its `helpers`, e.g. heartbeats) until it ends or the client disconnects (then it is
+    canceled, which cancels the task)."""
     write = asyncio.ensure_future(writer)
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(watch())
+    jobs = [write, asyncio.ensure_future(watch()), *map(asyncio.ensure_future, helpers)]
     try:
-        await asyncio.wait({write, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({write, jobs[1]}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for job in (write, watcher):
+        for job in jobs:
             job.cancel()
-        await asyncio.gather(write, watcher, return_exceptions=True)
+        await asyncio.gather(*jobs, return_exceptions=True)
     if write.done() and not write.cancelled() and write.exception() is not None:
         raise write.exception()  # type: ignore[misc]
 
 
-async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None], heartbeat_s: float) -> None:
-    async for batch in run.batches(heartbeat_s):
-        await _send_batch(run, batch, sse_frames(batch) if batch else _HEARTBEAT, send, delivered)
+class _SseWriter:
+    """Writes a task's SSE frames, and a heartbeat comment whenever nothing was written for `heartbeat_s`. Both
+    run on one event loop and each `send` writes whole frames, so a heartbeat never splits a frame."""
+
+    def __init__(self, send: Send, heartbeat_s: float) -> None:
+        self._send = send
+        self._heartbeat_s = heartbeat_s
+        self._last = asyncio.get_running_loop().time()
+        self._done = False
+
+    async def write(self, run: TaskRun, delivered: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        async for batch in run.batches():
+            self._done = batch[-1] is run.terminal if batch else False
+            await _send_batch(run, batch, sse_frames(batch), self._send, delivered)
+            self._last = loop.time()
+
+    async def heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._done:
+            idle = loop.time() - self._last
+            if idle < self._heartbeat_s:
+                await asyncio.sleep(self._heartbeat_s - idle)
+                continue
+            self._last = loop.time()
+            await self._send({"type": "http.response.body", "body": _PING, "more_body": True})
 
 
 async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:

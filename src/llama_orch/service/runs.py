@@ -225,17 +225,9 @@ class TaskRun:
 
     # -- reader side -------------------------------------------------------------------------------------------
 
-    async def batches(self, idle_s: float | None = None) -> AsyncIterator[list[TaskEvent | TokenRun]]:
-        """Everything buffered, as it arrives, in batches (one write per batch); ends after the terminal event.
-        With `idle_s`, an empty batch comes after each `idle_s` without one (the writer's cue for a heartbeat)."""
+    async def batches(self) -> AsyncIterator[list[TaskEvent | TokenRun]]:
+        """Everything buffered, as it arrives, in batches (one write per batch); ends after the terminal event."""
         while True:
-            if idle_s and not self._readable.is_set():
-                try:
-                    async with asyncio.timeout(idle_s):
-                        await self._readable.wait()
-                except TimeoutError:
-                    yield []
-                    continue
             await self._readable.wait()
             batch = list(self._buffer)
             self._buffer.clear()

@@ -77,13 +77,11 @@ def sync_detailed(
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
-    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
-    task is
-    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
-    so an
-    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -114,13 +112,11 @@ def sync(
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
-    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
-    task is
-    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
-    so an
-    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -146,13 +142,11 @@ async def asyncio_detailed(
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
-    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
-    task is
-    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
-    so an
-    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
@@ -181,13 +175,11 @@ async def asyncio(
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
-    Heartbeats: while no frame was sent for `sse_heartbeat_ms` (configuration, default 15000 ms; the
-    task is
-    queued, in prefill or between slow tokens), a comment frame `: keep-alive` + a blank line is sent,
-    so an
-    idle-timeout proxy does not cut the stream. SSE readers skip comments.
 
     Args:
         task_id (str):
