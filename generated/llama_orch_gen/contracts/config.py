@@ -41,6 +41,32 @@ class QueueConfig(BaseModel):
     policy: Annotated[Literal["reject", "drop-lru"] | None, Field(title="QueuePolicy")] = "reject"
 
 
+class TlsConfig(BaseModel):
+    """
+    TLS to an https:// engine. Without it the system's trust store verifies the engine's certificate.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    ca_file: str | None = None
+    """
+    PEM bundle of the CAs that sign the engine's certificate (instead of the system's trust store).
+    """
+    client_cert_file: str | None = None
+    """
+    PEM client certificate for mutual TLS (with client_key_file, unless the key is in the same file).
+    """
+    client_key_file: str | None = None
+    """
+    PEM private key of client_cert_file.
+    """
+    verify: bool | None = True
+    """
+    Verify the engine's certificate and host name. false accepts any certificate (a man in the middle can read every prompt); a warning is logged at startup.
+    """
+
+
 class Timeouts(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -113,6 +139,7 @@ class ReplicaConfig(BaseModel):
     """
     timeouts: Timeouts | None = None
     retry: RetryPolicy | None = None
+    tls: TlsConfig | None = None
 
 
 class PoolConfig(BaseModel):

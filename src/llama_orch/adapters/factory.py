@@ -10,8 +10,10 @@ from llama_orch_gen.contracts.config import OrchestratorConfig, PoolConfig, Repl
 from llama_orch.adapters.base import AdapterRegistry, WorkerAdapter
 from llama_orch.adapters.http_adapter import HttpAdapter
 from llama_orch.adapters.http_policy import HttpPolicy, bearer_token
+from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from llama_orch.adapters.mock import MockAdapter
+from llama_orch.adapters.network import check_direct, tls_context
 from llama_orch.adapters.tgi import TgiAdapter
 from llama_orch.adapters.triton import TritonAdapter
 from llama_orch.adapters.vllm import VllmAdapter
@@ -30,6 +32,7 @@ def build_adapter(
     model = replica.model or pool.model
     if pool.engine == "mock":
         return MockAdapter(pool.id, replica.id, model=model or "mock", policy=policy)
+    check_direct(replica)
     common: dict[str, Any] = {
         "base_url": replica.base_url,
         "model": model,
@@ -37,7 +40,7 @@ def build_adapter(
         "policy": policy,
         "model_digest": replica.model_digest,
         "model_path": replica.model_path,
-        "transport": transport,
+        "transport": transport or EngineTransport(tls=tls_context(replica)),
     }
     if pool.engine == "llamacpp":
         return LlamaCppAdapter(pool.id, replica.id, api=replica.api or "auto", id_slot=replica.id_slot, **common)

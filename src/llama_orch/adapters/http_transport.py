@@ -189,16 +189,25 @@ class _Body(httpx.AsyncByteStream):
 
 class EngineTransport(httpx.AsyncBaseTransport):
     """Pooled keep-alive HTTP/1.1 connections (see the module docstring). `max_connections` bounds the open
-    connections (None: the callers bound concurrency, as the orchestrator does per replica); at most
-    `max_idle` idle ones are kept, each for `idle_expiry_s`."""
+    connections to each host (None: the callers bound concurrency, as the orchestrator does per replica); one busy
+    host never takes another's connections. At most `max_idle` idle ones are kept per host, each for
+    `idle_expiry_s`. `tls` is the context of https:// hosts (default: the system's trust store)."""
 
-    def __init__(self, *, max_connections: int | None = None, max_idle: int = 32, idle_expiry_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_idle: int = 32,
+        idle_expiry_s: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._idle: dict[Key, list[_Connection]] = {}
-        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
-        self._held: set[_Connection] = set()  # connections holding a `_slots` permit
+        self._max_connections = max_connections
+        self._slots: dict[Key, asyncio.Semaphore] = {}  # per host, with `max_connections`
+        self._held: dict[_Connection, asyncio.Semaphore] = {}  # connections holding a permit of their host's
         self._max_idle = max_idle
         self._idle_expiry_s = idle_expiry_s
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # for https:// (None: the system's trust store, made on first use)
         self._draining: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
@@ -265,25 +274,29 @@ class EngineTransport(httpx.AsyncBaseTransport):
             if connection.open() and now - connection.idle_since < self._idle_expiry_s:
                 return connection, True
             self.discard(connection)
-        async with self._permit(timeouts.get("pool")):
+        async with self._permit(key, timeouts.get("pool")) as slot:
             connection = await self._connect(key, timeouts.get("connect"))
+        if slot is not None:
+            self._held[connection] = slot
         return connection, False
 
     @asynccontextmanager
-    async def _permit(self, timeout: float | None) -> AsyncIterator[None]:
-        """Reserve a connection slot for the connection opened inside (kept until it is forgotten)."""
-        if self._slots is None:
-            yield
+    async def _permit(self, key: Key, timeout: float | None) -> AsyncIterator[asyncio.Semaphore | None]:
+        """Reserve one of the host's connection slots for the connection opened inside (kept until it is
+        forgotten)."""
+        if self._max_connections is None:
+            yield None
             return
+        slot = self._slots.setdefault(key, asyncio.Semaphore(self._max_connections))
         try:
             async with asyncio.timeout(timeout):
-                await self._slots.acquire()
+                await slot.acquire()
         except TimeoutError:
-            raise httpx.PoolTimeout("no free connection to the engine in time") from None
+            raise httpx.PoolTimeout(f"no free connection to {key[1]}:{key[2]} in time") from None
         try:
-            yield
+            yield slot
         except BaseException:
-            self._slots.release()
+            slot.release()
             raise
 
     async def _connect(self, key: Key, timeout: float | None) -> _Connection:
@@ -302,10 +315,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
         if sock is not None:
             # A request is one write and tokens are small: never wait on Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = _Connection(key, reader, writer)
-        if self._slots is not None:
-            self._held.add(connection)
-        return connection
+        return _Connection(key, reader, writer)
 
     def release(self, connection: _Connection) -> None:
         """A response was read to its end on a keep-alive connection: keep it for the next request."""
@@ -343,9 +353,9 @@ class EngineTransport(httpx.AsyncBaseTransport):
     def discard(self, connection: _Connection) -> None:
         """Close a connection that will not be used again, and free its slot."""
         connection.abort()
-        if connection in self._held and self._slots is not None:
-            self._held.discard(connection)
-            self._slots.release()
+        slot = self._held.pop(connection, None)
+        if slot is not None:
+            slot.release()
 
     async def aclose(self) -> None:
         for job in list(self._draining):
