@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import os
-import re
 
 from llama_orch.errors import ConfigError
 
 __all__ = ["token_from_env"]
-
-_UNSAFE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # control characters but TAB
 
 
 def token_from_env(variable: str | None, owner: str) -> str | None:
@@ -19,7 +16,10 @@ def token_from_env(variable: str | None, owner: str) -> str | None:
     token = os.environ.get(variable)
     if not token:
         raise ConfigError(f"{owner}: environment variable {variable} is not set")
-    if _UNSAFE.search(token):
-        # The token goes into a header line: a line break would inject headers. Never echo the value.
-        raise ConfigError(f"{owner}: environment variable {variable} holds a control character (CR, LF, NUL, ...)")
+    if token != token.strip() or any(c in token for c in "\r\n\x00"):
+        # It becomes a header value: a line break would start a second header line on the wire.
+        raise ConfigError(
+            f"{owner}: environment variable {variable} holds a line break, NUL or surrounding whitespace; "
+            "a bearer token must be one line"
+        )
     return token

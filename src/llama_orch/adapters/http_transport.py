@@ -65,7 +65,8 @@ class _Response:
             self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.complete:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
         if 100 <= self.parser.get_status_code() < 200:
@@ -75,7 +76,8 @@ class _Response:
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.complete:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
