@@ -8,6 +8,7 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -18,7 +19,7 @@ from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from llama_orch.adapters.tgi import TgiAdapter
 from llama_orch.adapters.triton import TritonAdapter
 from llama_orch.adapters.vllm import VllmAdapter
-from tests.adapters.replay import TRANSCRIPTS
+from tests.engines.spec_support import reference_path
 
 TOKENS = ["Hel", "lo", ", ", "wör", "ld", " 🙂"]
 
@@ -35,8 +36,16 @@ class Dialect:
     final: Callable[[int], bytes]  # the terminal chunk(s) after n tokens; b"" when the engine has none
     in_stream_error: bytes
     error_body: Callable[[int], dict[str, Any]]  # status → the engine's error JSON
-    control: dict[str, tuple[int, bytes]]
+    control: dict[str, tuple[int, bytes | Path]]  # a Path: recorded reference data, read when it is asked for
     make: Callable[..., HttpAdapter]
+
+    def control_answers(self) -> dict[str, tuple[int, bytes]]:
+        """`control` with recorded bodies read now, in the test: missing reference data fails the test that
+        needs it (naming the path), never the import of the whole fault matrix."""
+        return {
+            path: (status, reference_path(*body.parts).read_bytes() if isinstance(body, Path) else body)
+            for path, (status, body) in self.control.items()
+        }
 
 
 def _llama_error(status: int) -> dict[str, Any]:
@@ -76,7 +85,7 @@ LLAMACPP = Dialect(
     ),
     in_stream_error=sse({"error": {"code": 500, "message": "decode failed", "type": "server_error"}}),
     error_body=_llama_error,
-    control={"/props": (200, (TRANSCRIPTS / "props.body").read_bytes()), "/health": (200, b'{"status":"ok"}')},
+    control={"/props": (200, Path("llamacpp-transcripts", "props.body")), "/health": (200, b'{"status":"ok"}')},
     make=lambda **kw: LlamaCppAdapter("p", "r0", api="native", **kw),
 )
 
@@ -193,12 +202,14 @@ class Fake:
     closed: list[bool] = field(default_factory=list)  # one entry per streamed body: was it closed?
 
     def transport(self) -> httpx.MockTransport:
+        control = self.dialect.control_answers()
+
         async def handle(request: httpx.Request) -> httpx.Response:
             if request.url.path == self.dialect.stream_path:
                 step = self.script[min(self.calls, len(self.script) - 1)]
                 self.calls += 1
                 return step()
-            status, body = self.dialect.control.get(request.url.path, (404, b'{"error":"not found"}'))
+            status, body = control.get(request.url.path, (404, b'{"error":"not found"}'))
             return httpx.Response(status, content=body, headers={"content-type": "application/json"})
 
         return httpx.MockTransport(handle)
