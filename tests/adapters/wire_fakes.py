@@ -205,12 +205,14 @@ class Fake:
     closed: list[bool] = field(default_factory=list)  # one entry per streamed body: was it closed?
 
     def transport(self) -> httpx.MockTransport:
+        control = self.dialect.control  # read now, in the test: a missing recording fails it by name
+
         async def handle(request: httpx.Request) -> httpx.Response:
             if request.url.path == self.dialect.stream_path:
                 step = self.script[min(self.calls, len(self.script) - 1)]
                 self.calls += 1
                 return step()
-            status, body = self.dialect.control.get(request.url.path, (404, b'{"error":"not found"}'))
+            status, body = control.get(request.url.path, (404, b'{"error":"not found"}'))
             return httpx.Response(status, content=body, headers={"content-type": "application/json"})
 
         return httpx.MockTransport(handle)
