@@ -30,7 +30,7 @@ EXTRA_CONTROL = {  # routes the fakes' control tables leave out but the probe re
 
 def _adapter(dialect: Dialect, health_status: int | None, seen: list[str] | None = None) -> HttpAdapter:
     """`health_status` None: the engine cannot be reached at all. `seen` collects the paths asked."""
-    control = {**dialect.control_answers(), **EXTRA_CONTROL.get(dialect.engine, {})}
+    control = {**dialect.control, **EXTRA_CONTROL.get(dialect.engine, {})}
 
     def handle(request: httpx.Request) -> httpx.Response:
         if seen is not None:

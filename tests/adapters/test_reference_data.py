@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from llama_orch.adapters.http_policy import HttpPolicy
+from tests.adapters import wire_fakes
 from tests.adapters.replay import llamacpp_recordings
 from tests.adapters.wire_fakes import LLAMACPP, Fake
 
@@ -28,8 +29,11 @@ def test_the_fault_matrix_modules_import_without_the_data(no_reference_data: Pat
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=os.environ, check=True, timeout=120)
 
 
-def test_a_fake_engine_needing_a_recording_fails_naming_where_it_looked(no_reference_data: Path) -> None:
-    with pytest.raises(FileNotFoundError, match=f"reference data missing: {no_reference_data}.*props.body"):
+def test_a_fake_engine_needing_a_recording_fails_naming_where_it_looked(
+    no_reference_data: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(wire_fakes, "TRANSCRIPTS", no_reference_data / "llamacpp-transcripts")
+    with pytest.raises(AssertionError, match=f"missing recording {no_reference_data}.*props.body"):
         Fake(LLAMACPP, []).adapter(HttpPolicy())
 
 

@@ -8,7 +8,6 @@ import asyncio
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +18,7 @@ from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from llama_orch.adapters.tgi import TgiAdapter
 from llama_orch.adapters.triton import TritonAdapter
 from llama_orch.adapters.vllm import VllmAdapter
-from tests.engines.spec_support import reference_path
+from tests.adapters.replay import TRANSCRIPTS
 
 TOKENS = ["Hel", "lo", ", ", "wör", "ld", " 🙂"]
 
@@ -36,16 +35,20 @@ class Dialect:
     final: Callable[[int], bytes]  # the terminal chunk(s) after n tokens; b"" when the engine has none
     in_stream_error: bytes
     error_body: Callable[[int], dict[str, Any]]  # status → the engine's error JSON
-    control: dict[str, tuple[int, bytes | Path]]  # a Path: recorded reference data, read when it is asked for
+    control_routes: Callable[[], dict[str, tuple[int, bytes]]]  # built when a test asks (recordings are read then)
     make: Callable[..., HttpAdapter]
 
-    def control_answers(self) -> dict[str, tuple[int, bytes]]:
-        """`control` with recorded bodies read now, in the test: missing reference data fails the test that
-        needs it (naming the path), never the import of the whole fault matrix."""
-        return {
-            path: (status, reference_path(*body.parts).read_bytes() if isinstance(body, Path) else body)
-            for path, (status, body) in self.control.items()
-        }
+    @property
+    def control(self) -> dict[str, tuple[int, bytes]]:
+        return self.control_routes()
+
+
+def recording(name: str) -> bytes:
+    """A llama-server recording, read at test time: a missing reference copy fails the test that needs it."""
+    path = TRANSCRIPTS / name
+    if not path.is_file():
+        raise AssertionError(f"missing recording {path}: set LLAMA_ORCH_SHARED to the shared reference directory")
+    return path.read_bytes()
 
 
 def _llama_error(status: int) -> dict[str, Any]:
@@ -85,7 +88,7 @@ LLAMACPP = Dialect(
     ),
     in_stream_error=sse({"error": {"code": 500, "message": "decode failed", "type": "server_error"}}),
     error_body=_llama_error,
-    control={"/props": (200, Path("llamacpp-transcripts", "props.body")), "/health": (200, b'{"status":"ok"}')},
+    control_routes=lambda: {"/props": (200, recording("props.body")), "/health": (200, b'{"status":"ok"}')},
     make=lambda **kw: LlamaCppAdapter("p", "r0", api="native", **kw),
 )
 
@@ -112,7 +115,7 @@ VLLM = Dialect(
         if s == 401
         else {"error": {"message": "failed", "type": "X", "param": None, "code": s}}
     ),
-    control={"/version": (200, b'{"version":"0.33.0"}'), "/health": (200, b"")},
+    control_routes=lambda: {"/version": (200, b'{"version":"0.33.0"}'), "/health": (200, b"")},
     make=lambda **kw: VllmAdapter("p", "r0", model="m", **kw),
 )
 
@@ -171,7 +174,7 @@ TGI = Dialect(
         "error": "Model is overloaded" if s == 429 else "failed",
         "error_type": {429: "overloaded", 422: "validation", 400: "validation"}.get(s, "generation"),
     },
-    control={"/info": (200, json.dumps(TGI_INFO).encode()), "/health": (200, b"")},
+    control_routes=lambda: {"/info": (200, json.dumps(TGI_INFO).encode()), "/health": (200, b"")},
     make=lambda **kw: TgiAdapter("p", "r0", **kw),
 )
 
@@ -182,7 +185,7 @@ TRITON = Dialect(
     final=lambda n: b"",
     in_stream_error=sse({"error": "in-flight batcher failed"}),
     error_body=lambda s: {"error": "failed"},
-    control={
+    control_routes=lambda: {
         "/v2": (200, b'{"name":"triton","version":"2.73.0","extensions":[]}'),
         "/v2/models/ensemble": (200, b'{"name":"ensemble","versions":["1"],"platform":"ensemble"}'),
     },
@@ -202,7 +205,7 @@ class Fake:
     closed: list[bool] = field(default_factory=list)  # one entry per streamed body: was it closed?
 
     def transport(self) -> httpx.MockTransport:
-        control = self.dialect.control_answers()
+        control = self.dialect.control  # read now, in the test: a missing recording fails it by name
 
         async def handle(request: httpx.Request) -> httpx.Response:
             if request.url.path == self.dialect.stream_path:

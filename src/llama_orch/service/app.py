@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llama_orch.adapters.base import AdapterRegistry
@@ -306,7 +306,12 @@ async def _handle(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, HTTPException) and exc.status_code == 405:
+        allowed = _allowed_methods(request)
         error = ApiError("METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
+        response = _error_response(request.scope, error)
+        assert isinstance(response, Response)
+        response.headers["Allow"] = ", ".join(allowed)  # RFC 9110 §15.5.6: a 405 lists what the resource allows
+        return response
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = ApiError("NOT_FOUND", f"no route {request.url.path}")
     else:
@@ -315,6 +320,16 @@ async def _handle(request: Request, exc: Exception) -> Response:
     response = _error_response(request.scope, error)
     assert isinstance(response, Response)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the routes of this path accept (a path may have one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 # -- configuration ---------------------------------------------------------------------------------------------
