@@ -4,6 +4,7 @@ yields exactly one terminal event with the right code, and never hangs."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import httpx
@@ -58,6 +59,49 @@ FAULTS: dict[str, tuple[Script, str, int]] = {
         1,
     ),
 }
+
+
+def _with_unknown_members(part: bytes) -> bytes:
+    """Every JSON object payload of `part` with members no engine release has sent (yet)."""
+    lines = []
+    for line in part.split(b"\n"):
+        prefix, _, payload = line.partition(b":")
+        if prefix == b"data" and payload.strip().startswith(b"{"):
+            data = json.loads(payload)
+            data.update(x_future_field={"nested": [1, 2]}, x_future_flag=True)
+            line = prefix + b": " + json.dumps(data).encode()
+        lines.append(line)
+    return b"\n".join(lines)
+
+
+def _whole(f: Fake) -> bytes:
+    return b"".join(f.tokens(len(TOKENS))) + f.dialect.final(len(TOKENS))
+
+
+# Engine behaviour that is within the protocols: every one of these is a normal `end`.
+FAULTS.update(
+    {
+        "unknown_members": (lambda f: [f.stream([_with_unknown_members(_whole(f))])], "end:stop", 1),
+        "engine_comments": (
+            lambda f: [f.stream([b": ping\n\n" + t for t in f.tokens(len(TOKENS))] + [f.dialect.final(len(TOKENS))])],
+            "end:stop",
+            1,
+        ),
+        "crlf_line_ends": (lambda f: [f.stream([_whole(f).replace(b"\n", b"\r\n")])], "end:stop", 1),
+        "one_byte_reads": (lambda f: [f.stream([bytes([b]) for b in _whole(f)])], "end:stop", 1),
+        "slow_tokens": (
+            lambda f: [
+                f.stream([x for t in f.tokens(len(TOKENS)) for x in (0.05, t)] + [f.dialect.final(len(TOKENS))])
+            ],
+            "end:stop",
+            1,
+        ),
+        # Refusals that are the request's own: never retried (and never count against the replica).
+        "413_not_retried": (lambda f: [f.status(413), f.ok()], "INVALID_PARAMS", 1),
+        "422_not_retried": (lambda f: [f.status(422), f.ok()], "INVALID_PARAMS", 1),
+        "5xx_every_attempt": (lambda f: [f.status(500)], "WORKER_RESET", 3),
+    }
+)
 # Triton's stream has no end marker (EOF is its normal end), so a stream cut cleanly cannot be told from a
 # finished one; a connection cut mid-body is still WORKER_RESET (reset_mid_stream).
 # Nor can a body held open after the last token be told from a stalled engine.

@@ -10,6 +10,7 @@ import httpx
 import pytest
 from llama_orch_gen.contracts.task_request import TaskRequest
 
+from llama_orch.adapters.http_policy import error_for_exception
 from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from tests.adapters.helpers import run_task
@@ -52,6 +53,11 @@ async def test_bytes_after_the_end_of_a_response_cost_the_connection(http: httpx
         for _ in range(2):
             assert (await http.get(url + "/")).content == b"{}"
     assert server.connections == 2  # the out-of-step connection was not reused
+
+
+def test_a_request_refused_before_sending_is_internal_and_not_retried() -> None:
+    error = error_for_exception(httpx.LocalProtocolError("header 'x' holds CR, LF or NUL: not sent"))
+    assert error.code == "INTERNAL" and not error.retriable
 
 
 async def _ok(_: bytes) -> tuple[bytes | list[bytes] | None, bool]:
