@@ -104,23 +104,6 @@ def test_the_recorded_answers_do_carry_optional_members() -> None:
         assert full != stripped, dialect.engine  # otherwise the test above proves nothing for this engine
 
 
-# What each mapper reads from the control answers: the most their schemas may require.
-MAPPER_NEEDS = {
-    "llamacpp": {"PropsResponse": set(), "Slot": {"is_processing"}, "GenerationSettings": set()},
-    "vllm": {"VersionResponse": {"version"}, "ModelList": {"data"}, "ModelCard": {"id"}},
-    "tgi": {"Info": {"model_id", "version"}},
-    "triton": {"ServerMetadata": {"version"}, "ModelMetadata": {"name"}},
-}
-
-
-@pytest.mark.parametrize("engine", sorted(MAPPER_NEEDS))
-def test_control_answers_require_only_what_the_mappers_read(engine: str) -> None:
-    components = yaml.safe_load((SPECS / f"{engine}.openapi.yaml").read_text())["components"]["schemas"]
-    for name, needed in MAPPER_NEEDS[engine].items():
-        required = set(components[name].get("required", ()))
-        assert required <= needed, f"{engine} {name} requires {sorted(required - needed)}, which no mapper reads"
-
-
 async def test_an_older_llama_server_props_and_slots_keep_the_replica_ready() -> None:
     """Builds before `build_info` and `model_path` in `/props`, with slots that carry only their state."""
     (llamacpp,) = [d for d in DIALECTS if d.engine == "llamacpp"]
