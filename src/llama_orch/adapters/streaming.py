@@ -294,12 +294,12 @@ def _engine_metrics(tally: Tally, end: End) -> TaskEvent | None:
     """The contract's `metrics` event, from what the engine itself reported (timings, usage); None without."""
     if tally.decode_ms is None and tally.tokens_in is None:
         return None
-    values = {
+    values: dict[str, Any] = {
         "latency_first_token_ms": end.first_token_ms,
         "latency_decode_ms": end.decode_time_ms,
         "tokens_out": end.tokens_out,
     }
-    return events.metrics(Metrics.model_construct(**{k: v for k, v in values.items() if v is not None}))
+    return events.metrics(Metrics.model_construct(None, **{k: v for k, v in values.items() if v is not None}))
 
 
 def _end(
