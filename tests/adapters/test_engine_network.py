@@ -138,6 +138,12 @@ def test_an_unreadable_tls_file_is_a_configuration_error_at_startup(field: str, 
         build_adapter(POOL, replica)
 
 
+def test_tls_settings_on_a_plain_http_engine_are_a_configuration_error() -> None:
+    replica = ReplicaConfig.model_validate({"id": "r", "base_url": "http://e", "tls": {"verify": True}})
+    with pytest.raises(ConfigError, match="not an https:// URL"):
+        build_adapter(POOL, replica)
+
+
 # -- proxies ---------------------------------------------------------------------------------------------------
 
 

@@ -43,7 +43,7 @@ class QueueConfig(BaseModel):
 
 class TlsConfig(BaseModel):
     """
-    TLS to an https:// engine. Without it the system's trust store verifies the engine's certificate.
+    TLS to an https:// engine (on an http:// replica it is a configuration error). Without it the system's trust store verifies the engine's certificate.
     """
 
     model_config = ConfigDict(

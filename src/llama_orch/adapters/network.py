@@ -27,6 +27,10 @@ def tls_context(replica: ReplicaConfig) -> ssl.SSLContext | None:
     if tls is None:
         return ssl.create_default_context() if replica.base_url.startswith("https://") else None
     owner = f"replica {replica.id!r}"
+    if not replica.base_url.startswith("https://"):
+        raise ConfigError(
+            f"{owner}: tls is set but {replica.base_url} is not an https:// URL (it would be sent in clear)"
+        )
     try:
         context = ssl.create_default_context(cafile=tls.ca_file)
     except (OSError, ssl.SSLError) as exc:
