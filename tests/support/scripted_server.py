@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 
 # One scripted answer: gets the raw request head+body, returns the bytes to send (None: send nothing; a list: parts
@@ -12,17 +13,18 @@ Script = Callable[[bytes], Awaitable[tuple[bytes | list[bytes] | None, bool]]]
 
 
 class ScriptedServer:
-    def __init__(self, script: Script, pause_s: float = 0.05) -> None:
+    def __init__(self, script: Script, pause_s: float = 0.05, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
         self.pause_s = pause_s
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self._server: asyncio.Server | None = None
 
     async def __aenter__(self) -> str:
-        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0, ssl=self.tls)
         port = self._server.sockets[0].getsockname()[1]
-        return f"http://127.0.0.1:{port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{port}"
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
@@ -46,7 +48,7 @@ class ScriptedServer:
                     await writer.drain()
                 if close:
                     break
-        except (asyncio.IncompleteReadError, ConnectionError):
+        except (asyncio.IncompleteReadError, ConnectionError, ssl.SSLError):
             pass
         finally:
             writer.close()

@@ -41,6 +41,32 @@ class QueueConfig(BaseModel):
     policy: Annotated[Literal["reject", "drop-lru"] | None, Field(title="QueuePolicy")] = "reject"
 
 
+class TlsConfig(BaseModel):
+    """
+    TLS to an https:// engine. Without it the system's trust store verifies the engine's certificate.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    ca_bundle: str | None = None
+    """
+    PEM file of the CA(s) that sign the engine's certificate (e.g. a private CA).
+    """
+    client_cert: str | None = None
+    """
+    PEM client certificate for mutual TLS (with client_key, or a PEM holding both).
+    """
+    client_key: str | None = None
+    """
+    PEM private key of client_cert.
+    """
+    verify: bool | None = True
+    """
+    false accepts any certificate (testing only; logged as a warning at startup).
+    """
+
+
 class Timeouts(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -113,6 +139,7 @@ class ReplicaConfig(BaseModel):
     """
     timeouts: Timeouts | None = None
     retry: RetryPolicy | None = None
+    tls: TlsConfig | None = None
 
 
 class PoolConfig(BaseModel):

@@ -182,15 +182,23 @@ class _Body(httpx.AsyncByteStream):
 class EngineTransport(httpx.AsyncBaseTransport):
     """Pooled keep-alive HTTP/1.1 connections (see the module docstring). `max_connections` bounds the open
     connections (None: the callers bound concurrency, as the orchestrator does per replica); at most
-    `max_idle` idle ones are kept, each for `idle_expiry_s`."""
+    `max_idle` idle ones are kept, each for `idle_expiry_s`. `tls` verifies https engines (a private CA, a client
+    certificate); one transport serves one replica, so limits and idle connections never cross hosts."""
 
-    def __init__(self, *, max_connections: int | None = None, max_idle: int = 32, idle_expiry_s: float = 60.0) -> None:
+    def __init__(
+        self,
+        *,
+        max_connections: int | None = None,
+        max_idle: int = 32,
+        idle_expiry_s: float = 60.0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self._idle: dict[Key, list[_Connection]] = {}
         self._slots = asyncio.Semaphore(max_connections) if max_connections else None
         self._held: set[_Connection] = set()  # connections holding a `_slots` permit
         self._max_idle = max_idle
         self._idle_expiry_s = idle_expiry_s
-        self._tls: ssl.SSLContext | None = None
+        self._tls = tls  # None: the system's trust store, made on first use
         self._draining: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
