@@ -45,10 +45,22 @@ FAULTS: dict[str, tuple[Script, str, int]] = {
     "malformed_chunk": (lambda f: [f.stream([*f.tokens(2), b'data: {"index":\n\n'])], "WORKER_RESET", 1),
     "in_stream_error": (lambda f: [f.stream([*f.tokens(2), f.dialect.in_stream_error])], "INTERNAL", 1),
     "missing_terminal_chunk": (lambda f: [f.stream(f.tokens(3))], "WORKER_RESET", 1),
+    # The engine sends its final chunk and keeps the body open: the task ends at the final chunk.
+    "final_chunk_then_held_open": (
+        lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)), STALL])],
+        "end:stop",
+        1,
+    ),
+    "5xx_every_attempt": (lambda f: [f.status(500)], "WORKER_RESET", 3),
+    "413_not_retried": (lambda f: [f.status(413), f.ok()], "INVALID_PARAMS", 1),
+    "422_not_retried": (lambda f: [f.status(422), f.ok()], "INVALID_PARAMS", 1),
 }
 # Triton's stream has no end marker (EOF is its normal end), so a stream cut cleanly cannot be told from a
 # finished one; a connection cut mid-body is still WORKER_RESET (reset_mid_stream).
-EXCEPTIONS = {("triton", "missing_terminal_chunk"): "end:stop"}
+EXCEPTIONS = {
+    ("triton", "missing_terminal_chunk"): "end:stop",
+    ("triton", "final_chunk_then_held_open"): "DECODE_TIMEOUT",  # no final chunk: a held body is a stall
+}
 
 
 def task() -> TaskRequest:
