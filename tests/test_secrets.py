@@ -33,3 +33,18 @@ def test_startup_refuses_a_replica_whose_token_has_a_line_break(monkeypatch: pyt
 def test_a_plain_token_is_returned(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ENGINE_KEY", "abc.DEF-123_~+/=")
     assert token_from_env("ENGINE_KEY", "x") == "abc.DEF-123_~+/="
+
+
+def _llama_pool(url: str) -> dict[str, object]:
+    return {"id": "p", "engine": "llamacpp", "replicas": [{"id": "r0", "base_url": url}]}
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_an_environment_proxy_for_an_engine_is_refused_loudly(monkeypatch: pytest.MonkeyPatch, variable: str) -> None:
+    for name in ("HTTP_PROXY", "http_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv(variable, "http://proxy.internal:3128")
+    with pytest.raises(ConfigError, match="NO_PROXY"):
+        build_registry(make_config(_llama_pool("http://10.1.2.3:8080")))
+    monkeypatch.setenv("NO_PROXY", "10.1.2.3,localhost")
+    assert len(build_registry(make_config(_llama_pool("http://10.1.2.3:8080")))) == 1

@@ -46,14 +46,17 @@ FAULTS: dict[str, tuple[Script, str, int]] = {
     "malformed_chunk": (lambda f: [f.stream([*f.tokens(2), b'data: {"index":\n\n'])], "WORKER_RESET", 1),
     "in_stream_error": (lambda f: [f.stream([*f.tokens(2), f.dialect.in_stream_error])], "INTERNAL", 1),
     "missing_terminal_chunk": (lambda f: [f.stream(f.tokens(3))], "WORKER_RESET", 1),
-    # The engine sent its final chunk but keeps the body open: the generation is over, so is the task.
-    "held_open_after_final": (
+    # The engine sends its final chunk and keeps the body open: the task ends at the final chunk.
+    "final_chunk_then_held_open": (
         lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)), STALL])],
         "end:stop",
         1,
     ),
+    "5xx_every_attempt": (lambda f: [f.status(500)], "WORKER_RESET", 3),
+    "413_not_retried": (lambda f: [f.status(413), f.ok()], "INVALID_PARAMS", 1),
+    "422_not_retried": (lambda f: [f.status(422), f.ok()], "INVALID_PARAMS", 1),
     # An OpenAI-style engine sends `finish_reason` but neither the usage chunk nor `[DONE]`.
-    "held_open_after_finish_reason": (
+    "finish_reason_then_held_open": (
         lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)).split(b"\n\n")[0] + b"\n\n", STALL])],
         "end:stop",
         1,
@@ -78,7 +81,7 @@ def _whole(f: Fake) -> bytes:
     return b"".join(f.tokens(len(TOKENS))) + f.dialect.final(len(TOKENS))
 
 
-# Engine behaviour that is within the protocols: every one of these is a normal `end`.
+# Engine behaviour within the protocols: every one of these is a normal `end`.
 FAULTS.update(
     {
         "unknown_members": (lambda f: [f.stream([_with_unknown_members(_whole(f))])], "end:stop", 1),
@@ -96,19 +99,14 @@ FAULTS.update(
             "end:stop",
             1,
         ),
-        # Refusals that are the request's own: never retried (and never count against the replica).
-        "413_not_retried": (lambda f: [f.status(413), f.ok()], "INVALID_PARAMS", 1),
-        "422_not_retried": (lambda f: [f.status(422), f.ok()], "INVALID_PARAMS", 1),
-        "5xx_every_attempt": (lambda f: [f.status(500)], "WORKER_RESET", 3),
     }
 )
 # Triton's stream has no end marker (EOF is its normal end), so a stream cut cleanly cannot be told from a
 # finished one; a connection cut mid-body is still WORKER_RESET (reset_mid_stream).
-# Nor can a body held open after the last token be told from a stalled engine.
 EXCEPTIONS = {
     ("triton", "missing_terminal_chunk"): "end:stop",
-    ("triton", "held_open_after_final"): "DECODE_TIMEOUT",
-    ("triton", "held_open_after_finish_reason"): "DECODE_TIMEOUT",
+    ("triton", "final_chunk_then_held_open"): "DECODE_TIMEOUT",  # no final chunk: a held body is a stall
+    ("triton", "finish_reason_then_held_open"): "DECODE_TIMEOUT",
 }
 
 

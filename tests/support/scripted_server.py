@@ -15,8 +15,8 @@ Script = Callable[[bytes], Awaitable[tuple[bytes | list[bytes] | None, bool]]]
 class ScriptedServer:
     def __init__(self, script: Script, pause_s: float = 0.05, tls: ssl.SSLContext | None = None) -> None:
         self.script = script
-        self.tls = tls  # serve https:// with this server context
         self.pause_s = pause_s
+        self.tls = tls
         self.connections = 0
         self.requests: list[bytes] = []
         self._server: asyncio.Server | None = None

@@ -43,27 +43,27 @@ class QueueConfig(BaseModel):
 
 class TlsConfig(BaseModel):
     """
-    TLS to an https:// engine (on an http:// replica it is a configuration error). Without it the system's trust store verifies the engine's certificate.
+    TLS to an https:// engine. Without it the system's trust store verifies the engine's certificate.
     """
 
     model_config = ConfigDict(
         extra="forbid",
     )
-    ca_file: str | None = None
+    ca_bundle: str | None = None
     """
-    PEM bundle of the CAs that sign the engine's certificate (instead of the system's trust store).
+    PEM file of the CA(s) that sign the engine's certificate (e.g. a private CA).
     """
-    client_cert_file: str | None = None
+    client_cert: str | None = None
     """
-    PEM client certificate for mutual TLS (with client_key_file, unless the key is in the same file).
+    PEM client certificate for mutual TLS (with client_key, or a PEM holding both).
     """
-    client_key_file: str | None = None
+    client_key: str | None = None
     """
-    PEM private key of client_cert_file.
+    PEM private key of client_cert.
     """
     verify: bool | None = True
     """
-    Verify the engine's certificate and host name. false accepts any certificate (a man in the middle can read every prompt); a warning is logged at startup.
+    false accepts any certificate (testing only; logged as a warning at startup).
     """
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import urllib.parse
+import urllib.request
 from typing import Any
 
 import httpx
@@ -13,10 +15,11 @@ from llama_orch.adapters.http_policy import HttpPolicy, bearer_token
 from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from llama_orch.adapters.mock import MockAdapter
-from llama_orch.adapters.network import check_direct, tls_context
 from llama_orch.adapters.tgi import TgiAdapter
+from llama_orch.adapters.tls import tls_context
 from llama_orch.adapters.triton import TritonAdapter
 from llama_orch.adapters.vllm import VllmAdapter
+from llama_orch.errors import ConfigError
 
 __all__ = ["build_adapter", "build_registry"]
 
@@ -32,7 +35,10 @@ def build_adapter(
     model = replica.model or pool.model
     if pool.engine == "mock":
         return MockAdapter(pool.id, replica.id, model=model or "mock", policy=policy)
-    check_direct(replica)
+    _refuse_proxy(replica.base_url, f"pool {pool.id} replica {replica.id}")
+    tls = tls_context(replica.tls, f"pool {pool.id} replica {replica.id}")
+    if transport is None and tls is not None:
+        transport = EngineTransport(tls=tls)
     common: dict[str, Any] = {
         "base_url": replica.base_url,
         "model": model,
@@ -40,11 +46,24 @@ def build_adapter(
         "policy": policy,
         "model_digest": replica.model_digest,
         "model_path": replica.model_path,
-        "transport": transport or EngineTransport(tls=tls_context(replica)),
+        "transport": transport,
     }
     if pool.engine == "llamacpp":
         return LlamaCppAdapter(pool.id, replica.id, api=replica.api or "auto", id_slot=replica.id_slot, **common)
     return _HTTP_ADAPTERS[pool.engine](pool.id, replica.id, **common)
+
+
+def _refuse_proxy(url: str, owner: str) -> None:
+    """Engines are reached directly (the engine transport speaks no proxy protocol): an environment proxy that
+    would apply to an engine URL is refused at startup rather than silently bypassed."""
+    proxies = urllib.request.getproxies_environment()
+    parts = urllib.parse.urlsplit(url)
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass_environment(parts.hostname or "", proxies):  # type: ignore[attr-defined]
+        raise ConfigError(
+            f"{owner}: {url} would go through the proxy {proxy} ({parts.scheme.upper()}_PROXY or ALL_PROXY); "
+            "llama-orch connects to engines directly: add the host to NO_PROXY, or unset the proxy variable"
+        )
 
 
 def build_registry(config: OrchestratorConfig) -> AdapterRegistry:

@@ -193,7 +193,8 @@ class EngineTransport(httpx.AsyncBaseTransport):
     """Pooled keep-alive HTTP/1.1 connections (see the module docstring). `max_connections` bounds the open
     connections to each host (None: the callers bound concurrency, as the orchestrator does per replica); one busy
     host never takes another's connections. At most `max_idle` idle ones are kept per host, each for
-    `idle_expiry_s`. `tls` is the context of https:// hosts (default: the system's trust store)."""
+    `idle_expiry_s`. `tls` verifies https engines (a private CA, a client certificate; None: the system's trust
+    store). The orchestrator gives each replica a transport of its own."""
 
     def __init__(
         self,
@@ -209,7 +210,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
         self._held: dict[_Connection, asyncio.Semaphore] = {}  # connections holding a permit of their host's
         self._max_idle = max_idle
         self._idle_expiry_s = idle_expiry_s
-        self._tls = tls  # for https:// (None: the system's trust store, made on first use)
+        self._tls = tls  # None: the system's trust store, made on first use
         self._draining: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
