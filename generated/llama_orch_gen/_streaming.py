@@ -194,8 +194,7 @@ class _Decoding(Generic[T]):
 
     def batches(self, chunk: bytes | None) -> Iterator[list[Any]]:
         """The items `chunk` completes (None: the input ended), as one batch. A failure is raised after that batch,
-        so none of the items before it is lost. Once the stream is finished, chunks are read and ignored: reading
-        the body to its end lets the connection be reused."""
+        so none of the items before it is lost."""
         if self.finished:
             return
         if chunk is not None:
@@ -245,11 +244,14 @@ class SyncStream(Generic[T]):
 
     def batches(self) -> Iterator[list[T]]:
         """The items as they arrive: one list per network read that completed any (the cheap way to keep up with
-        a fast server)."""
+        a fast server). The iteration ends at the stream's end marker or final item, not at the end of the body: a
+        server may hold the body open after it (the transport decides whether the connection can be reused)."""
         state = self._state
         try:
             for chunk in self.response.iter_bytes():
                 yield from state.batches(chunk)
+                if state.finished:
+                    return
             yield from state.batches(None)
         finally:
             self.response.close()
@@ -277,16 +279,19 @@ class AsyncStream(Generic[T]):
                 yield item
 
     async def batches(self) -> AsyncIterator[list[T]]:
-        """The items as they arrive: one list per network read that completed any."""
+        """The items as they arrive: one list per network read that completed any; ends at the stream's end (see
+        `SyncStream.batches`)."""
         state = self._state
         try:
             async for chunk in self.response.aiter_bytes():
                 for batch in state.batches(chunk):
                     yield batch
+                if state.finished:
+                    return
             for batch in state.batches(None):
                 yield batch
         finally:
-            await self.response.aclose()
+            await _aclose(self.response, ended=state.finished)
 
     async def aclose(self) -> None:
         await self.response.aclose()
@@ -299,6 +304,16 @@ class AsyncStream(Generic[T]):
 
 
 ParseBody = Callable[[httpx.Response], Any]
+
+
+async def _aclose(response: httpx.Response, *, ended: bool) -> None:
+    """Close a streaming response. At the stream's end a transport that can read the rest of the body in the
+    background (the `aclose_at_end` response extension, e.g. llama-orch's EngineTransport) keeps the connection
+    for reuse; otherwise (and always on an early close, e.g. a cancel) closing an unfinished body drops it."""
+    close_at_end = response.extensions.get("aclose_at_end")
+    if ended and close_at_end is not None:
+        await close_at_end()
+    await response.aclose()
 
 
 def _status_error(response: httpx.Response, parse_body: ParseBody) -> StreamStatusError:

@@ -41,6 +41,7 @@ ErrorCode = Literal[
     "SLOW_CONSUMER",
     "CONFLICT",
     "METHOD_NOT_ALLOWED",
+    "MODEL_NOT_SERVED",
 ]
 
 _MAX_MESSAGE = 512

@@ -6,10 +6,12 @@ import json
 
 import httpx
 import pytest
+from llama_orch_gen.contracts.config import ReplicaConfig
 
 from llama_orch.adapters.base import HealthState
 from llama_orch.adapters.http_adapter import HttpAdapter
 from llama_orch.adapters.http_policy import HttpPolicy
+from llama_orch.service.pools import FULL_PROBE_EVERY, ReplicaState
 from tests.adapters.wire_fakes import DIALECTS, Dialect
 
 HEALTH_ROUTES = {
@@ -19,16 +21,20 @@ HEALTH_ROUTES = {
     "triton": "/v2/models/ensemble/ready",
 }
 HEALTHY_BODY = {"llamacpp": b'{"status":"ok"}'}  # the others answer 200 with an empty body
-EXTRA_CONTROL = {  # routes the fakes' control tables leave out but the health probe reads
-    "triton": {"/v2/health/ready": (200, b"")},
+EXTRA_CONTROL = {  # routes the fakes' control tables leave out but the probe reads
+    "vllm": {
+        "/v1/models": (200, b'{"object":"list","data":[{"id":"tiny","object":"model","created":0,"owned_by":"vllm"}]}')
+    },
 }
 
 
-def _adapter(dialect: Dialect, health_status: int | None) -> HttpAdapter:
-    """`health_status` None: the engine cannot be reached at all."""
+def _adapter(dialect: Dialect, health_status: int | None, seen: list[str] | None = None) -> HttpAdapter:
+    """`health_status` None: the engine cannot be reached at all. `seen` collects the paths asked."""
     control = {**dialect.control, **EXTRA_CONTROL.get(dialect.engine, {})}
 
     def handle(request: httpx.Request) -> httpx.Response:
+        if seen is not None:
+            seen.append(request.url.path)
         if health_status is None:
             raise httpx.ConnectError("[Errno 111] Connection refused")
         if request.url.path == HEALTH_ROUTES[dialect.engine]:
@@ -69,3 +75,21 @@ async def test_unreachable_engine_is_not_live(dialect: Dialect) -> None:
     health = await adapter.health()
     assert (health.live, health.ready, health.state) == (False, False, HealthState.UNHEALTHY)
     await adapter.aclose()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.engine)
+async def test_the_periodic_probe_is_one_call(dialect: Dialect) -> None:
+    """Capacity and version are read when a replica becomes ready and on every FULL_PROBE_EVERY-th probe; the
+    probes between are one call to the health route, so a busy engine is not asked six times per interval."""
+    seen: list[str] = []
+    replica = ReplicaState(_adapter(dialect, 200, seen), ReplicaConfig(id="r0", base_url="http://engine"))
+    await replica.probe(5.0)
+    assert replica.ready and replica.engine_version, seen
+    seen.clear()
+    for _ in range(FULL_PROBE_EVERY - 1):
+        await replica.probe(5.0)
+    assert seen == [HEALTH_ROUTES[dialect.engine]] * (FULL_PROBE_EVERY - 1)
+    seen.clear()
+    await replica.probe(5.0)
+    assert seen[0] == HEALTH_ROUTES[dialect.engine] and len(seen) > 1, seen
+    await replica.adapter.aclose()

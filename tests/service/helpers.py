@@ -396,11 +396,13 @@ def scrape(http: httpx.Client) -> dict[str, Family]:
 NO_RETRY = {"retry": {"max_attempts": 1}}
 
 
-def blocked(capacity: int = 8, policy: str = "reject", **settings: Any) -> Service:
+def blocked(
+    capacity: int = 8, policy: str = "reject", adapter_cls: type[RecordingMock] = RecordingMock, **settings: Any
+) -> Service:
     """One replica that runs one task at a time; its first task stalls until canceled (the blocker)."""
     svc = service(
         mock_pool(queue={"capacity": capacity, "policy": policy}, replica={"max_inflight": 1}),
-        adapter_cls=RecordingMock,
+        adapter_cls=adapter_cls,
         **settings,
     )
     svc.mock().inject(Fault("stall_first", times=1))

@@ -117,7 +117,10 @@ def test_refusals_are_counted_as_rejected_tasks(http: httpx.Client) -> None:
     def rejected(reason: str) -> float:
         return total(scrape(http), "tasks_rejected_total", reason=reason)
 
-    before = {reason: rejected(reason) for reason in ("INVALID_PARAMS", "NOT_FOUND")}
+    before = {reason: rejected(reason) for reason in ("INVALID_PARAMS", "MODEL_NOT_SERVED")}
     check_infer_error(http.post("/infer", json={"prompt": 7}), 400)
     check_infer_error(http.post("/infer", json={"prompt": "x", "model": "absent"}), 404)
-    assert {reason: rejected(reason) - before[reason] for reason in before} == {"INVALID_PARAMS": 1, "NOT_FOUND": 1}
+    assert {reason: rejected(reason) - before[reason] for reason in before} == {
+        "INVALID_PARAMS": 1,
+        "MODEL_NOT_SERVED": 1,
+    }

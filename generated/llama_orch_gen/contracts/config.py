@@ -7,6 +7,32 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 
+class OutlierDetection(BaseModel):
+    """
+    Passive health: a replica that fails tasks before starting them, while another replica then runs the same task, is ejected (not dispatched to) for a while. Failures the request itself causes (4xx, or a task every replica fails) never count. The last ready replica is never ejected; the active health probe still decides readiness on its own.
+    """
+
+    model_config = ConfigDict(
+        extra="forbid",
+    )
+    consecutive_failures: Annotated[int | None, Field(ge=1)] = 5
+    """
+    Failures in a row (no started task between them) that eject a replica.
+    """
+    base_ejection_ms: Annotated[int | None, Field(ge=1)] = 30000
+    """
+    First ejection time; each ejection that follows within max_ejection_ms of the last one's end lasts one base longer.
+    """
+    max_ejection_ms: Annotated[int | None, Field(ge=1)] = 300000
+    """
+    Upper bound of one ejection.
+    """
+    max_ejection_percent: Annotated[int | None, Field(ge=0, le=100)] = 50
+    """
+    Share of the pool's replicas that may be ejected at once (at least one, if the pool has another ready replica).
+    """
+
+
 class QueueConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid",
@@ -104,6 +130,7 @@ class PoolConfig(BaseModel):
     """
     sampler_profile_version: str | None = "v1"
     queue: QueueConfig | None = None
+    outlier_detection: OutlierDetection | None = None
     replicas: Annotated[list[ReplicaConfig], Field(min_length=1)]
 
 

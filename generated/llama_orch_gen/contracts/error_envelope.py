@@ -37,6 +37,7 @@ class ErrorEnvelope(BaseModel):
             "SLOW_CONSUMER",
             "CONFLICT",
             "METHOD_NOT_ALLOWED",
+            "MODEL_NOT_SERVED",
         ],
         Field(title="ErrorCode"),
     ]

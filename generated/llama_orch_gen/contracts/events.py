@@ -131,6 +131,7 @@ class StreamError(BaseModel):
             "SLOW_CONSUMER",
             "CONFLICT",
             "METHOD_NOT_ALLOWED",
+            "MODEL_NOT_SERVED",
         ],
         Field(title="ErrorCode"),
     ]

@@ -32,8 +32,8 @@ class InferRequest(BaseModel):
     top_p: Annotated[float | None, Field(ge=0.0, le=1.0)] = None
     top_k: Annotated[int | None, Field(ge=0, le=1000)] = None
     stop: Annotated[list[str] | None, Field(max_length=16)] = None
-    seed: Annotated[int | None, Field(ge=0, le=4294967295)] = None
+    seed: Annotated[int | None, Field(ge=0, le=4294967294)] = None
     """
-    0 lets the orchestrator choose.
+    0 lets the orchestrator choose. 4294967295 (llama.cpp's "random seed" sentinel) is refused.
     """
     repeat_penalty: Annotated[float | None, Field(ge=0.0, le=10.0)] = None

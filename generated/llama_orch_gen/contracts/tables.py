@@ -45,6 +45,11 @@ ERROR_CODES: Final[dict[str, ErrorCodeInfo]] = {
     ),
     "CONFLICT": ErrorCodeInfo(409, False, "The task\u0027s stream is already being read by another client."),
     "METHOD_NOT_ALLOWED": ErrorCodeInfo(405, False, "The route exists but not with this HTTP method."),
+    "MODEL_NOT_SERVED": ErrorCodeInfo(
+        404,
+        False,
+        "No pool (of the requested engine or placement) serves `model_ref`; the message names the served models. `placement.allow_fallback: true` runs the task on another model instead.",
+    ),
 }
 
 

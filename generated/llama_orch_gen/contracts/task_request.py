@@ -16,7 +16,10 @@ class Placement(BaseModel):
     prefer_pools: list[str] | None = None
     avoid_pools: list[str] | None = None
     require_device_mask: str | None = None
-    allow_fallback: bool | None = True
+    allow_fallback: bool | None = False
+    """
+    Run on another pool's model when no pool serves `model_ref` (else MODEL_NOT_SERVED).
+    """
 
 
 class TaskRequest(BaseModel):
@@ -57,9 +60,9 @@ class TaskRequest(BaseModel):
     """
     Total budget in ms from admission to the terminal event. <= 0 is rejected with DEADLINE_UNMET.
     """
-    seed: Annotated[int | None, Field(ge=0, le=4294967295)] = None
+    seed: Annotated[int | None, Field(ge=0, le=4294967294)] = None
     """
-    Sampling seed (fits every engine's seed type). When absent it is derived from task_id, so a retried task samples the same.
+    Sampling seed (fits every engine's seed type; 4294967295 is llama.cpp's "random seed" sentinel, so it is refused: a task with a seed is reproducible). When absent it is derived from task_id, so a retried task samples the same.
     """
     determinism: Annotated[Literal["strict", "best_effort"] | None, Field(title="DeterminismLevel")] = "best_effort"
     sampler_profile_version: Annotated[str | None, Field(max_length=64, min_length=1)] = "v1"

@@ -27,7 +27,7 @@ _MESSAGE_BYTES = 300
 
 class HttpAdapter(StreamingAdapter):
     """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `_probe_health` and
-    `props` (and may refine `_status_error` and `_capacity_detail`), calling the engine through their generated
+    `props` (and may refine `_status_error`), calling the engine through their generated
     client over `self.http`."""
 
     def __init__(
@@ -62,10 +62,6 @@ class HttpAdapter(StreamingAdapter):
     async def _probe_health(self) -> Any:
         """Call the engine's health route; returns the generated client's `Response` (200 = live and loaded)."""
 
-    async def _capacity_detail(self) -> str | None:
-        """Why a ready engine is degraded (e.g. no free slot), or None; engines that report capacity override it."""
-        return None
-
     def _status_error(self, status: int, parsed: Any, content: bytes, headers: httpx.Headers) -> EngineError:
         """A refused request (non-2xx) → contract error; engines override it to refine the code from their body."""
         return error_for_status(status, body_message(content), headers)
@@ -73,8 +69,8 @@ class HttpAdapter(StreamingAdapter):
     # -- shared ------------------------------------------------------------------------------------------------
 
     async def health(self) -> Health:
-        """Live when the health route answers; ready when it answers 200 and the version can be read with our
-        credentials; degraded when ready without spare capacity."""
+        """Live when the health route answers; ready when it answers 200 and (read once) the version can be read
+        with our credentials. One call per probe once the version is known: capacity is the pool's to ask."""
         try:
             answer = await self.call(self._probe_health())
         except EngineError as exc:
@@ -82,15 +78,13 @@ class HttpAdapter(StreamingAdapter):
         if answer.status_code != 200:
             error = self.refusal(answer.status_code, answer.parsed, answer.content, answer.headers)
             return Health(live=True, ready=False, state=HealthState.UNHEALTHY, detail=error.message, code=error.code)
-        try:
-            await self.refresh_version()
-            busy = await self._capacity_detail()
-        except EngineError as exc:  # e.g. the version route needs the key we lack: reachable but not usable
-            state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
-            ready = state is HealthState.DEGRADED
-            return Health(live=True, ready=ready, state=state, detail=exc.message, code=exc.code)
-        if busy is not None:
-            return Health(live=True, ready=True, state=HealthState.DEGRADED, detail=busy)
+        if self._version is None:
+            try:
+                await self.refresh_version()
+            except EngineError as exc:  # e.g. the version route needs the key we lack: reachable but not usable
+                state = HealthState.UNHEALTHY if exc.code == "UPSTREAM_AUTH" else HealthState.DEGRADED
+                ready = state is HealthState.DEGRADED
+                return Health(live=True, ready=ready, state=state, detail=exc.message, code=exc.code)
         return Health(live=True, ready=True, state=HealthState.HEALTHY)
 
     async def engine_version(self) -> EngineVersion:

@@ -26,6 +26,9 @@ from httptools import HttpParserError, HttpResponseParser
 __all__ = ["EngineTransport"]
 
 _READ_BYTES = 1 << 16
+# A stream ends at its final chunk; the rest of the body (usually just the chunked terminator) is read after that,
+# in the background, for this long at most, to keep the connection. A body still open then costs the connection.
+_DRAIN_S = 1.0
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Framing is ours to set: the body is sent whole with its length.
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
@@ -141,7 +144,18 @@ class _Body(httpx.AsyncByteStream):
             if response.body:
                 yield response.take_body()
 
+    async def aclose_at_end(self) -> None:
+        """The reader saw the stream's end marker: what remains of the body (usually the chunked terminator) is
+        read in the background, so the connection can be reused without delaying the caller."""
+        connection = self._connection
+        if connection is not None and not self._response.complete and not self._until_eof and connection.open():
+            self._connection = None
+            self._transport.drain(connection, self._response)
+        else:
+            await self.aclose()
+
     async def aclose(self) -> None:
+        """Closing a body not read to its end (e.g. a cancel) closes its connection: the engine sees it at once."""
         connection, self._connection = self._connection, None
         if connection is None:
             return
@@ -164,6 +178,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
         self._max_idle = max_idle
         self._idle_expiry_s = idle_expiry_s
         self._tls: ssl.SSLContext | None = None
+        self._draining: set[asyncio.Task[None]] = set()
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeouts: dict[str, float | None] = request.extensions.get("timeout", {})
@@ -217,7 +232,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
             response.parser.get_status_code(),
             headers=response.headers,
             stream=body,
-            extensions={"http_version": b"HTTP/1.1"},
+            extensions={"http_version": b"HTTP/1.1", "aclose_at_end": body.aclose_at_end},
             request=request,
         )
 
@@ -280,6 +295,30 @@ class EngineTransport(httpx.AsyncBaseTransport):
         connection.idle_since = asyncio.get_running_loop().time()
         idle.append(connection)
 
+    def drain(self, connection: _Connection, response: _Response) -> None:
+        """Read the rest of a body whose stream already ended in the background, within `_DRAIN_S`, then keep
+        the connection; a body that does not end in time loses it."""
+        job = asyncio.get_running_loop().create_task(self._drain(connection, response))
+        self._draining.add(job)
+        job.add_done_callback(self._draining.discard)
+
+    async def _drain(self, connection: _Connection, response: _Response) -> None:
+        try:
+            async with asyncio.timeout(_DRAIN_S):
+                while not response.complete:
+                    data = await connection.reader.read(_READ_BYTES)
+                    if not data:
+                        break
+                    response.feed(data)
+                    response.body.clear()
+        except (TimeoutError, OSError, httpx.RemoteProtocolError):
+            pass
+        finally:  # also when the transport closes meanwhile: never leave the connection unaccounted
+            if response.complete and response.keep_alive and connection.open():
+                self.release(connection)
+            else:
+                self.discard(connection)
+
     def discard(self, connection: _Connection) -> None:
         """Close a connection that will not be used again, and free its slot."""
         connection.abort()
@@ -288,6 +327,9 @@ class EngineTransport(httpx.AsyncBaseTransport):
             self._slots.release()
 
     async def aclose(self) -> None:
+        for job in list(self._draining):
+            job.cancel()
+        await asyncio.gather(*self._draining, return_exceptions=True)
         closing = [connection for idle in self._idle.values() for connection in idle]
         self._idle.clear()
         for connection in closing:

@@ -158,9 +158,6 @@ class LlamaCppAdapter(HttpAdapter):
     async def _probe_health(self) -> Any:
         return await health.asyncio_detailed(client=self.client)
 
-    async def _capacity_detail(self) -> str | None:
-        return "no free slot" if (await self.props()).slots_free == 0 else None
-
     async def props(self) -> EngineProps:
         found = await self.call(self._props())
         free: int | None = None

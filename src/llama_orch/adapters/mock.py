@@ -52,12 +52,14 @@ _STALL_S = 3600.0
 
 @dataclass
 class Fault:
-    """One injected fault. `times` = how many engine calls (attempts, so retries count) it hits; None = all."""
+    """One injected fault. `times` = how many engine calls (attempts, so retries count) it hits; None = all.
+    `prompt`: hit only tasks with this prompt (a poison request); None = every task."""
 
     kind: FaultKind
     after_tokens: int = 0
     times: int | None = None
     retry_after_ms: int | None = None
+    prompt: str | None = None
 
 
 # Words with multi-byte characters too, so consumers see real UTF-8 (never split: each token is whole characters).
@@ -98,8 +100,10 @@ class MockAdapter(StreamingAdapter):
     def inject(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
-    def _take_fault(self) -> Fault | None:
+    def _take_fault(self, prompt: str) -> Fault | None:
         for fault in self.faults:
+            if fault.prompt not in (None, prompt):
+                continue
             if fault.times is None:
                 return fault
             if fault.times > 0:
@@ -108,7 +112,9 @@ class MockAdapter(StreamingAdapter):
         return None
 
     async def health(self) -> Health:
-        down = next((f.kind for f in self.faults if f.kind in ("refuse", "loading") and f.times != 0), None)
+        down = next(
+            (f.kind for f in self.faults if f.kind in ("refuse", "loading") and f.times != 0 and f.prompt is None), None
+        )
         if down is not None:
             return Health(live=down == "loading", ready=False, state=HealthState.UNHEALTHY, detail=f"mock: {down}")
         state = HealthState.HEALTHY if self._busy < self.slots else HealthState.DEGRADED
@@ -127,7 +133,7 @@ class MockAdapter(StreamingAdapter):
 
     async def _open(self, task: TaskRequest, seed: int) -> EngineStream:
         self.calls += 1
-        fault = self._take_fault()
+        fault = self._take_fault(prompt_text(task))
         if fault is not None and fault.kind in _REFUSALS:
             code, message, status = _REFUSALS[fault.kind]
             raise EngineError(code, message, retry_after_ms=fault.retry_after_ms, status=status)

@@ -9,7 +9,7 @@ from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.triton import Client
 from llama_orch_gen.engines.triton import wire as w
 from llama_orch_gen.engines.triton.api.generate import generate_stream
-from llama_orch_gen.engines.triton.api.health import health_ready, model_ready
+from llama_orch_gen.engines.triton.api.health import model_ready
 from llama_orch_gen.engines.triton.api.metadata import model_metadata, server_metadata
 from llama_orch_gen.engines.triton.models.generate_request import GenerateRequest
 from llama_orch_gen.engines.triton.models.model_metadata import ModelMetadata
@@ -83,10 +83,6 @@ class TritonAdapter(HttpAdapter):
     async def _probe_health(self) -> Any:
         """Our model's readiness is what matters (Triton answers 400, not 503, when not live or not ready)."""
         return await model_ready.asyncio_detailed(self.model_name, client=self.client)
-
-    async def _capacity_detail(self) -> str | None:
-        server_ready = await self.call(health_ready.asyncio_detailed(client=self.client))
-        return None if server_ready.status_code == 200 else "not every model is ready"
 
     async def props(self) -> EngineProps:
         """Triton reports no slots; the model's metadata (platform, inputs) is what it tells."""

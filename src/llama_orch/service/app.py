@@ -132,7 +132,6 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
     async def infer(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             request = await read_model(scope, receive, InferRequest, max_body)
-            _check_model(orch, request.model)
         except ApiError as error:
             orch.count_rejection(error, None)
             raise
@@ -250,12 +249,6 @@ def _infer_task(request: InferRequest) -> TaskRequest:
         "repeat_penalty": request.repeat_penalty or None,
     }
     return TaskRequest.model_validate({k: v for k, v in fields.items() if v is not None})
-
-
-def _check_model(orch: Orchestrator, model: str | None) -> None:
-    served = [pool.config.model for pool in orch.pools.values()]
-    if model and None not in served and model not in served:
-        raise ApiError("NOT_FOUND", f"model {model!r} not found (served: {', '.join(m for m in served if m)})")
 
 
 # -- errors ----------------------------------------------------------------------------------------------------

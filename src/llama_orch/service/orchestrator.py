@@ -16,7 +16,7 @@ from llama_orch_gen.contracts.pool_health import PoolHealth, ReplicaHealth
 from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch.adapters.base import AdapterRegistry
-from llama_orch.errors import ApiError
+from llama_orch.errors import ApiError, ErrorCode
 from llama_orch.service.metrics import Metrics
 from llama_orch.service.pools import Pool, ReplicaState
 from llama_orch.service.runs import TaskRun
@@ -149,21 +149,36 @@ class Orchestrator:
                 raise ApiError(
                     "INVALID_PARAMS", f"no pool {placement.pin_pool_id!r} to pin to", field="placement.pin_pool_id"
                 )
-            return self.pools[placement.pin_pool_id]
+            return self._serving(task, [self.pools[placement.pin_pool_id]])[0]
         avoid = set(placement.avoid_pools or ()) if placement else set()
         candidates = [p for p in self.pools.values() if p.id not in avoid and task.engine in (None, p.engine)]
         if not candidates:
             raise ApiError("POOL_UNAVAILABLE", "no pool serves this engine/placement", retry_after_ms=1000)
+        candidates = self._serving(task, candidates)
         prefer = list(placement.prefer_pools or ()) if placement else []
         session = self.sessions.get(task.session_id) if task.session_id else None
         if session is not None and session.pool_id is not None:
             prefer.insert(0, session.pool_id)
 
-        def rank(pool: Pool) -> tuple[bool, bool, int]:
-            order = prefer.index(pool.id) if pool.id in prefer else len(prefer)
-            return (not pool.ready, task.model_ref not in (None, pool.config.model), order)
+        def rank(pool: Pool) -> tuple[bool, int]:
+            return (not pool.ready, prefer.index(pool.id) if pool.id in prefer else len(prefer))
 
         return min(candidates, key=rank)
+
+    def _serving(self, task: TaskRequest, candidates: list[Pool]) -> list[Pool]:
+        """The candidates that serve the task's `model_ref`; none is MODEL_NOT_SERVED unless the task explicitly
+        allows another model."""
+        if task.model_ref is None:
+            return candidates
+        serving = [pool for pool in candidates if task.model_ref in pool.models()]
+        if serving or (task.placement is not None and task.placement.allow_fallback):
+            return serving or candidates
+        served = sorted({model for pool in candidates for model in pool.models()})
+        raise ApiError(
+            "MODEL_NOT_SERVED",
+            f"no pool serves model {task.model_ref!r} (served: {', '.join(served) or 'none known'})",
+            field="model_ref",
+        )
 
     def _check_limits(self, task: TaskRequest, pool: Pool) -> None:
         ctx_max = max((r.ctx_size for r in pool.replicas if r.ctx_size), default=None)
@@ -265,12 +280,13 @@ class Orchestrator:
         self.metrics.inc("tasks_canceled_total", **labels, replica_id="", reason=run.cancel_reason or "client")
         self._finished(run, "", labels, "canceled")
 
-    def _on_dropped(self, run: TaskRun) -> None:
+    def _on_dropped(self, run: TaskRun, code: ErrorCode) -> None:
         pool = self.pools[run.pool_id]
         labels = {"engine": pool.engine, "engine_version": pool.engine_version(), "pool_id": pool.id}
-        self.metrics.inc("admission_backpressure_events_total", engine=pool.engine, policy="drop-lru")
+        if code == "QUEUE_FULL_DROP_LRU":
+            self.metrics.inc("admission_backpressure_events_total", engine=pool.engine, policy="drop-lru")
         self._finished(run, "", labels, "error")
-        logger.warning("dropped task %s from a full queue", run.task_id, extra=_fields(run, code="QUEUE_FULL_DROP_LRU"))
+        logger.warning("task %s left the queue: %s", run.task_id, code, extra=_fields(run, code=code))
 
     def refresh_gauges(self) -> None:
         for pool in self.pools.values():
@@ -316,7 +332,7 @@ class Orchestrator:
                 replica_id=r.id,
                 live=r.live,
                 ready=r.ready,
-                state=r.state.value,
+                state=r.status.value,
                 engine_version=r.engine_version or None,
                 slots_total=r.slots_total,
                 slots_free=r.slots_free,

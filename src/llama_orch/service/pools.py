@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -18,13 +19,15 @@ from llama_orch_gen.contracts.config import PoolConfig, ReplicaConfig
 from llama_orch_gen.contracts.events import TaskEvent
 
 from llama_orch.adapters.base import HealthState, WorkerAdapter
-from llama_orch.errors import ApiError, EngineError
+from llama_orch.errors import ApiError, EngineError, ErrorCode
+from llama_orch.service.outliers import Outlier, OutlierPolicy
 from llama_orch.service.runs import TaskRun
 
-__all__ = ["DEFAULT_MAX_INFLIGHT", "Pool", "ReplicaState"]
+__all__ = ["DEFAULT_MAX_INFLIGHT", "FULL_PROBE_EVERY", "Pool", "ReplicaState"]
 
 logger = logging.getLogger("llama_orch.service")
 
+FULL_PROBE_EVERY = 10  # health probes per capacity/version refresh
 DEFAULT_MAX_INFLIGHT = 16  # engines that report no slot count (vLLM, TGI, Triton batch continuously)
 _RETRY_AFTER_MS = 1000
 _INITIAL_SERVICE_MS = 100.0  # predicted wait per queued task before any task has finished
@@ -37,9 +40,10 @@ class ReplicaState:
     adapter: WorkerAdapter
     config: ReplicaConfig
     live: bool = False
-    ready: bool = False
+    probed_ready: bool = False  # what the active probe last said; passive ejection is on top of it
     state: HealthState = HealthState.UNHEALTHY
     engine_version: str = ""
+    model: str = ""  # as the engine reports it
     slots_total: int | None = None
     slots_free: int | None = None
     ctx_size: int | None = None
@@ -47,39 +51,57 @@ class ReplicaState:
     last_error: str | None = None
     last_code: str | None = None  # contract code of `last_error`
     last_dispatch: int = 0
+    probes: int = 0
+    outlier: Outlier = field(default_factory=Outlier)
 
     @property
     def id(self) -> str:
         return self.adapter.replica_id
 
     @property
+    def ready(self) -> bool:
+        return self.probed_ready and not self.outlier.ejected(time.monotonic())
+
+    @property
+    def status(self) -> HealthState:
+        return HealthState.UNHEALTHY if self.outlier.ejected(time.monotonic()) else self.state
+
+    @property
     def max_inflight(self) -> int:
+        if self.config.id_slot is not None:
+            return 1  # every task runs in the one pinned slot: more would only queue inside the engine
         return self.config.max_inflight or self.slots_total or DEFAULT_MAX_INFLIGHT
 
     @property
     def has_room(self) -> bool:
         return self.ready and self.inflight < self.max_inflight
 
-    async def probe(self, timeout_s: float) -> bool:
-        """Refresh health, capacity and version; True when readiness changed."""
+    async def probe(self, timeout_s: float) -> None:
+        """Ask the health route; capacity and version only when the replica becomes ready and on every
+        `FULL_PROBE_EVERY`-th probe, so the periodic probe is one cheap call (readiness changes are logged)."""
         was_ready = self.ready
+        full = not self.probed_ready or self.probes % FULL_PROBE_EVERY == 0
+        self.probes += 1
         try:
             async with asyncio.timeout(timeout_s):
                 health = await self.adapter.health()
-                if health.ready:
+                if health.ready and full:
                     props = await self.adapter.props()
                     self.slots_total, self.slots_free, self.ctx_size = (
                         props.slots_total,
                         props.slots_free,
                         props.ctx_size,
                     )
-                    self.engine_version = (await self.adapter.engine_version()).version
+                    version = await self.adapter.engine_version()
+                    self.engine_version, self.model = version.version, version.model or ""
         except (EngineError, TimeoutError) as exc:
             message = exc.message if isinstance(exc, EngineError) else f"no health answer within {timeout_s:g}s"
-            self.live, self.ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
+            self.live, self.probed_ready, self.state, self.last_error = False, False, HealthState.UNHEALTHY, message
             self.last_code = exc.code if isinstance(exc, EngineError) else "POOL_UNAVAILABLE"
         else:
-            self.live, self.ready, self.state = health.live, health.ready, health.state
+            self.live, self.probed_ready, self.state = health.live, health.ready, health.state
+            if health.ready and self.slots_free == 0:
+                self.state = HealthState.DEGRADED
             if health.detail and not health.ready:
                 self.last_error, self.last_code = health.detail, health.code
         if was_ready != self.ready:
@@ -90,16 +112,6 @@ class ReplicaState:
                 "ready" if self.ready else f"unready: {self.last_error}",
                 extra={"pool_id": self.adapter.pool_id, "replica_id": self.id},
             )
-        return was_ready != self.ready
-
-    def mark_failed(self, error: EngineError) -> None:
-        """The engine failed a task before starting it: skip it until the next health probe says otherwise."""
-        self.ready, self.state, self.last_error, self.last_code = (
-            False,
-            HealthState.UNHEALTHY,
-            error.message,
-            error.code,
-        )
 
 
 @dataclass(eq=False)
@@ -107,10 +119,14 @@ class Pool:
     config: PoolConfig
     replicas: list[ReplicaState]
     on_event: Callable[[TaskRun, ReplicaState, TaskEvent], None]
-    on_dropped: Callable[[TaskRun], None]
+    on_dropped: Callable[[TaskRun, ErrorCode], None]  # a queued run ended by the pool, and its error code
     lanes: dict[str, deque[TaskRun]] = field(default_factory=lambda: {lane: deque() for lane in _LANES})
+    outliers: OutlierPolicy = field(init=False)
     service_ms: float = _INITIAL_SERVICE_MS  # moving average of dispatch→terminal, for predicted_start_ms
     _running: set[asyncio.Task[None]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self.outliers = OutlierPolicy.from_config(self.config.outlier_detection)
 
     @property
     def id(self) -> str:
@@ -136,6 +152,11 @@ class Pool:
     def ready(self) -> bool:
         return any(r.ready for r in self.replicas)
 
+    def models(self) -> set[str]:
+        """The models the pool serves: configured, and as its engines report them."""
+        names = {self.config.model} | {r.config.model for r in self.replicas} | {r.model for r in self.replicas}
+        return {name for name in names if name}
+
     def engine_version(self) -> str:
         """The version label of pool-level metrics: the first known replica version."""
         return next((r.engine_version for r in self.replicas if r.engine_version), "")
@@ -155,22 +176,39 @@ class Pool:
                 pool_id=self.id,
             )
         if self.depth >= self.capacity and not self._room_now():
-            if self.policy == "reject":
+            # drop-lru evicts the oldest task of the newcomer's rank or lower, never one that outranks it.
+            victims = self.lanes["batch"] or (self.lanes["interactive"] if run.priority == "interactive" else None)
+            if self.policy == "reject" or not victims:
                 raise ApiError(
                     "ADMISSION_REJECT",
                     f"pool {self.id!r} queue is full ({self.capacity} waiting)",
                     retry_after_ms=self._backoff_ms(),
-                    policy_label="reject",
+                    policy_label=self.policy,
                     pool_id=self.id,
                 )
-            victim = (self.lanes["batch"] or self.lanes["interactive"]).popleft()
-            victim.fail("QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task", _ignore)
-            self.on_dropped(victim)
+            victim = victims.popleft()
+            self._drop(victim, "QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task")
         ahead = len(self.lanes["interactive"]) + (len(self.lanes["batch"]) if run.priority == "batch" else 0)
         run.queue_position = ahead
         run.predicted_start_ms = self._predict_ms(ahead)
         self.lanes[run.priority].append(run)
         self.dispatch()
+        self._arm_expiry(run)
+
+    def _arm_expiry(self, run: TaskRun) -> None:
+        if run.state == "queued" and run.deadline_at is not None:
+            run.expiry = asyncio.get_running_loop().call_at(run.deadline_at, self._expire, run)
+
+    def _drop(self, run: TaskRun, code: ErrorCode, message: str) -> None:
+        """End a run the pool took out of its queue; it never held a slot."""
+        if run.expiry is not None:
+            run.expiry.cancel()
+        run.fail(code, message, _ignore)
+        self.on_dropped(run, code)
+
+    def _expire(self, run: TaskRun) -> None:
+        if self.remove(run):
+            self._drop(run, "DEADLINE_UNMET", "the task deadline passed while it waited in the queue")
 
     def _room_now(self) -> bool:
         return self.depth == 0 and any(r.has_room for r in self.replicas)
@@ -196,14 +234,21 @@ class Pool:
 
     def dispatch(self) -> None:
         """Start queued runs, interactive first, each on the least-loaded ready replica with room."""
+        now = asyncio.get_running_loop().time()
         for lane in self.lanes.values():
             for run in list(lane):
+                if run.expired(now):  # its timer is due but has not run yet: never give it a slot
+                    lane.remove(run)
+                    self._drop(run, "DEADLINE_UNMET", "the task deadline passed while it waited in the queue")
+                    continue
                 replica = self._pick(run)
                 if replica is None:
                     if not any(r.has_room for r in self.replicas):
                         return
                     continue  # this run waits for its own replica (session affinity); others may go
                 lane.remove(run)
+                if run.expiry is not None:
+                    run.expiry.cancel()
                 replica.inflight += 1
                 replica.last_dispatch = next(_dispatch_order)
                 job = asyncio.get_running_loop().create_task(self._execute(run, replica))
@@ -224,8 +269,14 @@ class Pool:
     async def _execute(self, run: TaskRun, replica: ReplicaState) -> None:
         loop = asyncio.get_running_loop()
         began = loop.time()
+
+        def relay(event: TaskEvent) -> None:
+            if event.root.event == "started":
+                self._started(run, replica)
+            self.on_event(run, replica, event)
+
         try:
-            attempt = await run.execute(replica.adapter, lambda event: self.on_event(run, replica, event))
+            attempt = await run.execute(replica.adapter, relay)
         finally:
             replica.inflight -= 1
         if attempt.failed_before_start is None:
@@ -234,10 +285,36 @@ class Pool:
             self._retry_elsewhere(run, replica, attempt.failed_before_start)
         self.dispatch()
 
+    def _started(self, run: TaskRun, replica: ReplicaState) -> None:
+        """`replica` started `run`: the replicas that failed it before were at fault, not the request."""
+        replica.outlier.succeeded()
+        for other in self.replicas:
+            if other.id in run.tried:
+                self._count_failure(other, run.tried[other.id])
+
+    def _count_failure(self, replica: ReplicaState, error: EngineError) -> None:
+        now = time.monotonic()
+        ejected = sum(r.outlier.ejected(now) for r in self.replicas)
+        others_ready = sum(r.ready for r in self.replicas if r is not replica)
+        may_eject = self.outliers.may_eject(len(self.replicas), ejected, others_ready)
+        failures = replica.outlier.consecutive + 1
+        duration = replica.outlier.failed(now, self.outliers, may_eject=may_eject)
+        if duration is None:
+            return
+        replica.last_error = f"ejected for {duration:g}s after {failures} consecutive failures; last: {error.message}"
+        replica.last_code = error.code
+        logger.warning(
+            "replica %s/%s %s",
+            self.id,
+            replica.id,
+            replica.last_error,
+            extra={"pool_id": self.id, "replica_id": replica.id},
+        )
+
     def _retry_elsewhere(self, run: TaskRun, replica: ReplicaState, error: EngineError) -> None:
-        """The engine never started the task: mark the replica unready and give the task to another one."""
-        replica.mark_failed(error)
-        run.tried.add(replica.id)
+        """The engine never started the task: give it to another replica. Whose fault it was is known only once
+        another replica starts it (`_started`); a task every replica fails is the request's own fault."""
+        run.tried[replica.id] = error
         logger.warning(
             "replica %s/%s failed task %s before starting it: %s",
             self.id,
@@ -249,6 +326,7 @@ class Pool:
         if run.cancel_reason is None and any(r.ready and r.id not in run.tried for r in self.replicas):
             run.state = "queued"
             self.lanes[run.priority].appendleft(run)
+            self._arm_expiry(run)
             return
         if len(run.tried) > 1:
             message = f"every replica of pool {self.id!r} failed ({len(run.tried)} tried); last: {error.message}"
@@ -259,9 +337,8 @@ class Pool:
     # -- health ------------------------------------------------------------------------------------------------
 
     async def probe(self, timeout_s: float) -> None:
-        changed = await asyncio.gather(*(r.probe(timeout_s) for r in self.replicas))
-        if any(changed):
-            self.dispatch()
+        await asyncio.gather(*(r.probe(timeout_s) for r in self.replicas))
+        self.dispatch()  # readiness may have changed, by the probe or by an ejection that ended
 
     def queued(self) -> Iterator[TaskRun]:
         for lane in self.lanes.values():

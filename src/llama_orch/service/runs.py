@@ -47,6 +47,8 @@ class TaskRun:
         "pool_id",
         "priority",
         "admitted_at",
+        "deadline_at",
+        "expiry",
         "queue_position",
         "predicted_start_ms",
         "state",
@@ -74,7 +76,11 @@ class TaskRun:
         self.task_id: str = task.task_id or ""
         self.pool_id = pool_id
         self.priority: str = task.priority or "interactive"
-        self.admitted_at = asyncio.get_running_loop().time()
+        loop = asyncio.get_running_loop()
+        self.admitted_at = loop.time()
+        # End-to-end from admission: time in the queue counts against the task's deadline.
+        self.deadline_at = None if task.deadline_ms is None else self.admitted_at + task.deadline_ms / 1000.0
+        self.expiry: asyncio.TimerHandle | None = None  # ends the run if its deadline passes in the queue
         self.queue_position = queue_position
         self.predicted_start_ms = predicted_ms
         self.state: State = "queued"
@@ -90,7 +96,7 @@ class TaskRun:
         self._space = asyncio.Event()
         self._cancel: Literal["client", "disconnect", "slow_consumer"] | None = None
         self._cancel_sent = False
-        self.tried: set[str] = set()  # replicas that failed this task before starting it
+        self.tried: dict[str, EngineError] = {}  # replicas that failed this task before starting it, and how
         self.tokens_emitted = 0
         self.affinity: str | None = None  # the replica of the task's session, if it has one
 
@@ -104,7 +110,7 @@ class TaskRun:
         if self._cancel is not None:  # canceled between dispatch and now: the engine was never asked
             self._finish(self._canceled_terminal(None), on_event)
             return Attempt()
-        relayed = adapter.relay(self.task)
+        relayed = adapter.relay(self._engine_task())
         started = False
         try:
             async for item in relayed:
@@ -137,6 +143,16 @@ class TaskRun:
             error_event("INTERNAL", "the adapter ended the stream without a terminal event", adapter), on_event
         )
         return Attempt()
+
+    def _engine_task(self) -> TaskRequest:
+        """The task as the engine gets it: with only the time left of its deadline."""
+        if self.deadline_at is None:
+            return self.task
+        left_ms = (self.deadline_at - asyncio.get_running_loop().time()) * 1000.0
+        return self.task.model_copy(update={"deadline_ms": max(1, int(left_ms))})
+
+    def expired(self, now: float) -> bool:
+        return self.deadline_at is not None and now >= self.deadline_at
 
     async def _push(self, item: TaskEvent | TokenRun, events: int) -> None:
         """Buffer `item` (worth `events` events) once there is room: the bound is checked before each item, so it

@@ -27,7 +27,7 @@ class InferRequest:
     top_k: int | Unset = UNSET
     stop: list[str] | Unset = UNSET
     seed: int | Unset = UNSET
-    """ 0 lets the orchestrator choose. """
+    """ 0 lets the orchestrator choose. 4294967295 (llama.cpp's "random seed" sentinel) is refused. """
     repeat_penalty: float | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:

@@ -22,7 +22,8 @@ class Placement:
     prefer_pools: list[str] | Unset = UNSET
     avoid_pools: list[str] | Unset = UNSET
     require_device_mask: str | Unset = UNSET
-    allow_fallback: bool | Unset = True
+    allow_fallback: bool | Unset = False
+    """ Run on another pool's model when no pool serves `model_ref` (else MODEL_NOT_SERVED). """
 
     def to_dict(self) -> dict[str, Any]:
         mode: str | Unset = UNSET

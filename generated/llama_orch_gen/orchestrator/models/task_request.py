@@ -55,8 +55,9 @@ class TaskRequest:
     deadline_ms: int | Unset = UNSET
     """ Total budget in ms from admission to the terminal event. <= 0 is rejected with DEADLINE_UNMET. """
     seed: int | Unset = UNSET
-    """ Sampling seed (fits every engine's seed type). When absent it is derived from task_id, so a retried task
-    samples the same. """
+    """ Sampling seed (fits every engine's seed type; 4294967295 is llama.cpp's "random seed" sentinel, so it is
+    refused: a task with a seed is reproducible). When absent it is derived from task_id, so a retried task samples
+    the same. """
     determinism: TaskRequestDeterminismLevel | Unset = "best_effort"
     sampler_profile_version: str | Unset = "v1"
     """ Version of the orchestrator's sampler-parameter mapping; travels with every stream. """
