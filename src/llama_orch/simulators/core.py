@@ -42,6 +42,7 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorStream",
     "generate",
+    "one_shot",
     "prompt_pieces",
     "read_object",
     "refusal",
@@ -346,6 +347,44 @@ class SimulatorStream(Response):
         elif kind is FaultKind.IN_STREAM_ERROR:
             yield self.shape.error()
         # TRUNCATED: nothing; the body just ends.
+
+
+# What a fault does to an answer that is not streamed: a stall holds it back, the others cut its body.
+_STALLS = frozenset({FaultKind.STALL_FIRST, FaultKind.STALL_MID})
+_CUTS = frozenset({FaultKind.RESET_MID, FaultKind.TRUNCATED, FaultKind.MALFORMED})
+
+
+def one_shot(response: Response, config: SimulatorConfig, fault: Fault | None) -> Response:
+    """A non-streamed answer under the request's fault: a stall holds it back for `stall_s` (a client that gives up
+    ends it), a reset, truncated or malformed body drops the connection halfway through the body; the refusals
+    are answered before this and an in-stream error has no place in a single answer, so both leave it as is."""
+    if fault is None or fault.kind not in _STALLS | _CUTS:
+        return response
+    return _FaultedAnswer(response, config, fault)
+
+
+class _FaultedAnswer(Response):
+    def __init__(self, answer: Response, config: SimulatorConfig, fault: Fault) -> None:
+        # Not `Response.__init__`: the answer already has its status, headers and body.
+        self.answer, self.config, self.fault = answer, config, fault
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fault.kind in _STALLS:
+            stall = asyncio.ensure_future(asyncio.sleep(self.config.stall_s))
+            disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+            done, _ = await asyncio.wait({stall, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (stall, disconnect):
+                task.cancel()
+            await asyncio.gather(stall, disconnect, return_exceptions=True)
+            if stall in done:
+                await self.answer(scope, receive, send)
+            return
+        answer = self.answer
+        start: Message = {"type": "http.response.start", "status": answer.status_code, "headers": answer.raw_headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": answer.body[: len(answer.body) // 2], "more_body": True})
+        raise InjectedReset("simulated connection reset")
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -1,9 +1,13 @@
 """Hugging Face TGI's router: `/generate_stream` as `data:{...}` (no space, no end marker), the last event with
 `generated_text` (and `details` when asked); every failure after the body is parsed (overload, generation)
-arrives inside the stream under 200 as `{"error","error_type"}`, as TGI does; /health 503 while unhealthy."""
+arrives inside the stream under 200 as `{"error","error_type"}`, as TGI does; /health 503 while unhealthy.
+`POST /` is TGI's compat route (one-element list, or the stream when the body says `stream`); the Messages API
+(`/v1/chat/completions`, `/v1/completions`) answers in TGI's OpenAI format (`id` "", `system_fingerprint`
+"<version>-native", a usage chunk with `choices: []` on `stream_options.include_usage`, then `[DONE]`)."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from starlette.applications import Starlette
@@ -20,7 +24,11 @@ from llama_orch.simulators.core import (
     Generation,
     SimulatorConfig,
     SimulatorStream,
+    as_prompt,
     generate,
+    one_shot,
+    piece_id,
+    prompt_pieces,
     read_object,
     sse,
 )
@@ -28,7 +36,11 @@ from llama_orch.simulators.core import (
 __all__ = ["create_app"]
 
 VERSION = "3.3.6"
+FINGERPRINT = f"{VERSION}-native"  # "<version>-<docker_label or native>"
 PREFIX = b"data:"
+# With the space: huggingface_hub (up to 0.36) ends a stream only on the exact line `data: [DONE]`; any SSE reader
+# takes both spellings as the same data.
+DONE = sse(b"data: ", "[DONE]")
 EOS = (2, "</s>")
 _ERROR_TYPES = {
     FaultKind.OVERLOADED: "overloaded",
@@ -43,6 +55,25 @@ _MESSAGES = {
 
 def _error(error_type: str) -> dict[str, str]:
     return {"error": _MESSAGES[error_type], "error_type": error_type}
+
+
+def _refused(fault: Fault | None) -> Response | None:
+    """The status answer of a refusing fault on a non-streamed route (429 overloaded, else 424 generation)."""
+    if fault is None or fault.kind not in REFUSALS:
+        return None
+    kind = _ERROR_TYPES[fault.kind]
+    status = 429 if kind == "overloaded" else 424
+    headers = {"Retry-After": str(fault.retry_after_s)} if status == 429 else None
+    return JSONResponse(_error(kind), status, headers=headers)
+
+
+def _validation(message: str) -> Response:
+    return JSONResponse({"error": f"Input validation error: {message}", "error_type": "validation"}, 422)
+
+
+def _usage(generation: Generation, generated: int) -> dict[str, int]:
+    p = generation.prompt_tokens
+    return {"prompt_tokens": p, "completion_tokens": generated, "total_tokens": p + generated}
 
 
 class _Stream:
@@ -85,6 +116,61 @@ class _Stream:
         return sse(PREFIX, _error(self.refused or "generation"))
 
 
+class _Messages:
+    """One Messages API answer (chat or text completion): chunks per token, the closing chunk with the finish
+    reason (the EOS token, whose text is not shown), the usage chunk when asked, `[DONE]`."""
+
+    def __init__(self, model: str, generation: Generation, include_usage: bool, chat: bool) -> None:
+        self.generation, self.include_usage, self.chat = generation, include_usage, chat
+        self.model, self.created = model, int(time.time())
+        self.finish = "length" if generation.limited else "stop"
+
+    def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
+        if self.chat:
+            head = {"id": "", "object": "chat.completion.chunk", "created": self.created, "model": self.model}
+            return sse(PREFIX, {**head, "system_fingerprint": FINGERPRINT, "choices": choices, "usage": usage})
+        head = {"object": "text_completion", "id": "", "created": self.created, "choices": choices}
+        return sse(PREFIX, {**head, "model": self.model, "system_fingerprint": FINGERPRINT})
+
+    def _choice(self, text: str, finish: str | None) -> dict[str, Any]:
+        if self.chat:
+            delta = {"role": "assistant", "content": text, "tool_calls": None}
+            return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish or ""}
+
+    def token(self, i: int) -> bytes:
+        g = self.generation
+        last = g.limited and i == len(g.tokens) - 1  # the last allowed token carries the finish
+        chunk = self._chunk([self._choice(g.tokens[i], "length" if last else None)])
+        return chunk + self._closing() if last else chunk
+
+    def final(self) -> bytes:
+        g = self.generation
+        if g.limited and g.tokens:
+            return b""  # the last token chunk closed the stream
+        return self._chunk([self._choice("", self.finish)]) + self._closing()
+
+    def _closing(self) -> bytes:
+        n = len(self.generation.tokens)
+        usage = self._chunk([], _usage(self.generation, n)) if self.include_usage and self.chat else b""
+        return usage + DONE
+
+    def error(self) -> bytes:
+        detail = {"message": _MESSAGES["generation"], "http_status_code": 424}
+        return sse(PREFIX, {"error": detail})
+
+    def result(self) -> dict[str, Any]:
+        g = self.generation
+        head = {"id": "", "created": self.created, "model": self.model, "system_fingerprint": FINGERPRINT}
+        usage = _usage(g, len(g.tokens))
+        if self.chat:
+            message = {"role": "assistant", "content": g.text, "tool_calls": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": self.finish}
+            return {"object": "chat.completion", **head, "choices": [choice], "usage": usage}
+        choice = {"index": 0, "text": g.text, "logprobs": None, "finish_reason": self.finish}
+        return {"object": "text_completion", **head, "choices": [choice], "usage": usage}
+
+
 class Simulator:
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
@@ -104,7 +190,9 @@ class Simulator:
         parsed = await self._request(request)
         if isinstance(parsed, Response):
             return parsed
-        body, generation = parsed
+        return self._stream(*parsed)
+
+    def _stream(self, body: dict[str, Any], generation: Generation) -> Response:
         parameters = body.get("parameters") or {}
         fault = self.state.faults.take()
         refused = _ERROR_TYPES[fault.kind] if fault is not None and fault.kind in REFUSALS else None
@@ -125,16 +213,32 @@ class Simulator:
         parsed = await self._request(request)
         if isinstance(parsed, Response):
             return parsed
+        return self._answer(*parsed, as_list=False)
+
+    async def compat_generate(self, request: Request) -> Response:
+        """`POST /`: `/generate_stream` when the body says `stream`, else `/generate` as a one-element list."""
+        parsed = await self._request(request)
+        if isinstance(parsed, Response):
+            return parsed
         body, generation = parsed
+        if body.get("stream") is True:
+            return self._stream(body, generation)
+        return self._answer(body, generation, as_list=True)
+
+    def _answer(self, body: dict[str, Any], generation: Generation, as_list: bool) -> Response:
         parameters = body.get("parameters") or {}
+        temperature = parameters.get("temperature")
+        if isinstance(temperature, int | float) and temperature <= 0:
+            return _validation("`temperature` must be strictly positive")
         fault = self.state.faults.take()
-        if fault is not None and fault.kind in REFUSALS:
-            kind = _ERROR_TYPES[fault.kind]
-            status = 429 if kind == "overloaded" else 424
-            headers = {"Retry-After": str(fault.retry_after_s)} if status == 429 else None
-            return JSONResponse(_error(kind), status, headers=headers)
+        refused = _refused(fault)
+        if refused is not None:
+            return refused
         self.state.begin(generation)()
-        result: dict[str, Any] = {"generated_text": generation.text}
+        text = generation.text
+        if parameters.get("return_full_text") is True:
+            text = body["inputs"] + text
+        result: dict[str, Any] = {"generated_text": text}
         if parameters.get("details") is True:
             tokens = [
                 {"id": i, "text": t, "logprob": -0.5, "special": False}
@@ -148,7 +252,68 @@ class Simulator:
                 "prefill": [],
                 "tokens": tokens,
             }
-        return JSONResponse(result)
+        headers = {
+            "x-compute-type": "gpu+optimized",
+            "x-prompt-tokens": str(generation.prompt_tokens),
+            "x-generated-tokens": str(len(generation.tokens)),
+        }
+        return one_shot(JSONResponse([result] if as_list else result, headers=headers), self.config, fault)
+
+    async def _messages(self, request: Request, chat: bool) -> Response:
+        body = await read_object(request)
+        if body is None:
+            return PlainTextResponse("Failed to parse the request body as JSON", 400)
+        if chat:
+            messages = body.get("messages")
+            if not isinstance(messages, list):
+                return PlainTextResponse("Failed to deserialize the JSON body into the target type: messages", 422)
+            prompt = as_prompt(messages)
+        else:
+            prompt = as_prompt(body.get("prompt", ""))
+        limit, seed = body.get("max_tokens"), body.get("seed")
+        generation = generate(
+            self.config, prompt, seed if isinstance(seed, int) else None, limit if isinstance(limit, int) else None
+        )
+        options = body.get("stream_options")
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        shape = _Messages(self.model, generation, include_usage, chat)
+        fault = self.state.faults.take()
+        if body.get("stream") is not True:
+            refused = _refused(fault)
+            if refused is not None:
+                return refused
+            self.state.begin(generation)()
+            return one_shot(JSONResponse(shape.result()), self.config, fault)
+        if fault is not None and fault.kind in REFUSALS:  # answered in the stream, before any token
+            fault = Fault(FaultKind.IN_STREAM_ERROR, after_tokens=0)
+        return SimulatorStream(
+            shape,
+            generation,
+            self.config,
+            fault,
+            prefix=PREFIX,
+            headers={"x-compute-type": "gpu+optimized", "X-Accel-Buffering": "no"},
+            on_close=self.state.begin(generation),
+        )
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await self._messages(request, chat=True)
+
+    async def completions(self, request: Request) -> Response:
+        return await self._messages(request, chat=False)
+
+    async def tokenize(self, request: Request) -> Response:
+        parsed = await self._request(request)
+        if isinstance(parsed, Response):
+            return parsed
+        tokens, start = [], 0
+        for piece in prompt_pieces(parsed[0]["inputs"]):
+            tokens.append({"id": piece_id(piece), "text": piece, "start": start, "stop": start + len(piece)})
+            start += len(piece)
+        return JSONResponse(tokens)
+
+    async def root(self, request: Request) -> Response:
+        return await (self.compat_generate(request) if request.method == "POST" else self.health(request))
 
     async def health(self, request: Request) -> Response:
         if self.state.faults.active(FaultKind.LOADING):
@@ -189,11 +354,22 @@ def create_app(config: SimulatorConfig) -> ASGIApp:
     sim = Simulator(config)
     return Starlette(
         routes=[
+            Route("/", sim.root, methods=["GET", "POST"]),
             Route("/health", sim.health),
+            Route("/ping", sim.health),
             Route("/info", sim.info),
             Route("/metrics", sim.metrics),
             Route("/v1/models", sim.models),
             Route("/generate", sim.generate, methods=["POST"]),
             Route("/generate_stream", sim.generate_stream, methods=["POST"]),
-        ]
+            Route("/tokenize", sim.tokenize, methods=["POST"]),
+            Route("/v1/chat/completions", sim.chat_completions, methods=["POST"]),
+            Route("/v1/completions", sim.completions, methods=["POST"]),
+        ],
+        # axum's fallback: an unknown route is 404, a known one with another method 405, both with an empty body.
+        exception_handlers={404: _empty_status, 405: _empty_status},
     )
+
+
+async def _empty_status(request: Request, exc: Exception) -> Response:
+    return Response(status_code=getattr(exc, "status_code", 404))

@@ -1,8 +1,12 @@
 """Triton with a TensorRT-LLM `ensemble`: `/v2/models/{model}/generate_stream` as `data: {...}` per token with no
-end marker (EOF ends it), errors `{"error": str}`, health routes answering 400 (not 503) when not ready."""
+end marker (EOF ends it), errors `{"error": str}`, health routes answering 400 (not 503) when not ready. The KServe
+v2 core that tritonclient calls is served too: the repository index, the model config, and `infer` with JSON
+tensors or the binary tensor data extension (what tritonclient sends by default)."""
 
 from __future__ import annotations
 
+import json
+import struct
 from typing import Any
 
 from starlette.applications import Starlette
@@ -18,6 +22,7 @@ from llama_orch.simulators.core import (
     SimulatorConfig,
     SimulatorStream,
     generate,
+    one_shot,
     read_object,
     refusal,
     sse,
@@ -27,14 +32,101 @@ __all__ = ["create_app"]
 
 VERSION = "2.73.0"
 PREFIX = b"data: "
-_TENSORS = [
-    {"name": "text_input", "datatype": "BYTES", "shape": [-1]},
-    {"name": "max_tokens", "datatype": "INT32", "shape": [-1]},
-]
+MAX_BATCH_SIZE = 64
+# The ensemble's tensors as TensorRT-LLM's ensemble/config.pbtxt declares them (a subset of its optional inputs):
+# name -> (KServe datatype, dims without the batch dimension, optional).
+_INPUTS: dict[str, tuple[str, list[int], bool]] = {
+    "text_input": ("BYTES", [1], False),
+    "max_tokens": ("INT32", [1], False),
+    "bad_words": ("BYTES", [-1], True),
+    "stop_words": ("BYTES", [-1], True),
+    "exclude_input_in_output": ("BOOL", [1], True),
+    "end_id": ("INT32", [1], True),
+    "pad_id": ("INT32", [1], True),
+    "top_k": ("INT32", [1], True),
+    "top_p": ("FP32", [1], True),
+    "temperature": ("FP32", [1], True),
+    "seed": ("UINT64", [1], True),
+    "stream": ("BOOL", [1], True),
+}
+_OUTPUTS: dict[str, tuple[str, list[int]]] = {"text_output": ("BYTES", [-1])}
+_CONFIG_TYPES = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32", "UINT64": "TYPE_UINT64"}
+# Fixed-size element layouts of the binary tensor data extension (little-endian); BYTES is length-prefixed.
+_BINARY = {"BOOL": "?", "INT32": "<i", "INT64": "<q", "UINT64": "<Q", "FP32": "<f", "FP64": "<d"}
+# The KServe infer request header's length when binary tensor data follows it.
+HEADER_LENGTH = "Inference-Header-Content-Length"
+
+
+class InferError(Exception):
+    """A request `infer` refuses with Triton's 400 and this message."""
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> Response:
     return JSONResponse({"error": message}, status, headers=headers)
+
+
+def _decode_binary(datatype: str, raw: bytes) -> list[Any]:
+    if datatype == "BYTES":
+        values, at = [], 0
+        while at < len(raw):
+            (size,) = struct.unpack_from("<I", raw, at)
+            values.append(raw[at + 4 : at + 4 + size].decode("utf-8", errors="replace"))
+            at += 4 + size
+        return values
+    layout = _BINARY.get(datatype)
+    if layout is None:
+        raise InferError(f"unsupported binary datatype '{datatype}'")
+    return [v for (v,) in struct.iter_unpack(layout, raw)]
+
+
+def _flatten(data: Any) -> list[Any]:
+    return [v for item in data for v in _flatten(item)] if isinstance(data, list) else [data]
+
+
+def _read_inputs(header: dict[str, Any], binary: bytes, model: str) -> dict[str, list[Any]]:
+    """The request's input tensors by name, flattened (JSON `data`, or `binary_data_size` bytes of the tail)."""
+    inputs = header.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        raise InferError("failed to parse the request JSON buffer: 'inputs' must be a non-empty array")
+    tensors: dict[str, list[Any]] = {}
+    at = 0
+    for tensor in inputs:
+        name = tensor.get("name") if isinstance(tensor, dict) else None
+        if name not in _INPUTS:
+            raise InferError(f"unexpected inference input '{name}' for model '{model}'")
+        expected = _INPUTS[name][0]
+        if tensor.get("datatype") != expected:
+            raise InferError(
+                f"inference input '{name}' data-type is '{tensor.get('datatype')}', but model '{model}' "
+                f"expects '{expected}'"
+            )
+        size = (tensor.get("parameters") or {}).get("binary_data_size")
+        if isinstance(size, int):
+            tensors[name] = _decode_binary(expected, binary[at : at + size])
+            at += size
+        elif "data" in tensor:
+            tensors[name] = _flatten(tensor["data"])
+        else:
+            raise InferError(f"expecting 'data' or binary data for input '{name}'")
+    missing = [n for n, (_, _, optional) in _INPUTS.items() if not optional and n not in tensors]
+    if missing:
+        raise InferError(
+            f"expected number of inputs between 2 and {len(_INPUTS)} but got {len(tensors)} inputs for model "
+            f"'{model}'. Got input(s) {sorted(tensors)}, but missing required input(s) {missing}. "
+            "Please provide all required input(s)."
+        )
+    return tensors
+
+
+def _infer_answer(head: dict[str, Any], texts: list[str], binary: bool) -> Response:
+    """The infer response: `text_output` as JSON data, or with `binary` after the JSON header."""
+    output: dict[str, Any] = {"name": "text_output", "datatype": "BYTES", "shape": [len(texts), 1]}
+    if not binary:
+        return JSONResponse({**head, "outputs": [{**output, "data": texts}]})
+    raw = b"".join(struct.pack("<I", len(b)) + b for b in (t.encode() for t in texts))
+    answer = {**head, "outputs": [{**output, "parameters": {"binary_data_size": len(raw)}}]}
+    header = json.dumps(answer, separators=(",", ":")).encode()
+    return Response(header + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
 
 
 class _Stream:
@@ -118,10 +210,116 @@ class Simulator:
         unknown = self._unknown(request.path_params["model"])
         if unknown is not None:
             return unknown
-        outputs: list[dict[str, Any]] = [{"name": "text_output", "datatype": "BYTES", "shape": [-1]}]
+        # A batching model's shapes lead with the batch dimension, -1.
+        inputs = [{"name": n, "datatype": t, "shape": [-1, *dims]} for n, (t, dims, _) in _INPUTS.items()]
+        outputs = [{"name": n, "datatype": t, "shape": [-1, *dims]} for n, (t, dims) in _OUTPUTS.items()]
         return JSONResponse(
-            {"name": self.model, "versions": ["1"], "platform": "ensemble", "inputs": _TENSORS, "outputs": outputs}
+            {"name": self.model, "versions": ["1"], "platform": "ensemble", "inputs": inputs, "outputs": outputs}
         )
+
+    async def model_config(self, request: Request) -> Response:
+        unknown = self._unknown(request.path_params["model"])
+        if unknown is not None:
+            return unknown
+        inputs = [
+            {"name": n, "data_type": _CONFIG_TYPES.get(t, f"TYPE_{t}"), "format": "FORMAT_NONE", "dims": dims}
+            | {"is_shape_tensor": False, "allow_ragged_batch": False, "optional": optional}
+            for n, (t, dims, optional) in _INPUTS.items()
+        ]
+        outputs = [
+            {"name": n, "data_type": _CONFIG_TYPES[t], "dims": dims, "label_filename": "", "is_shape_tensor": False}
+            for n, (t, dims) in _OUTPUTS.items()
+        ]
+        steps: list[dict[str, Any]] = [
+            {"model_name": name, "model_version": -1, "input_map": {}, "output_map": {}}
+            for name in ("preprocessing", "tensorrt_llm", "postprocessing")
+        ]
+        return JSONResponse(
+            {
+                "name": self.model,
+                "platform": "ensemble",
+                "backend": "",
+                "runtime": "",
+                "version_policy": {"latest": {"num_versions": 1}},
+                "max_batch_size": MAX_BATCH_SIZE,
+                "input": inputs,
+                "output": outputs,
+                "batch_input": [],
+                "batch_output": [],
+                "ensemble_scheduling": {"step": steps},
+                "model_transaction_policy": {"decoupled": False},
+                "parameters": {},
+            }
+        )
+
+    async def repository_index(self, request: Request) -> Response:
+        body = await read_object(request) or {}
+        state = "READY" if self._ready() else "LOADING"
+        if body.get("ready") is True and state != "READY":
+            return JSONResponse([])
+        return JSONResponse([{"name": self.model, "version": "1", "state": state}])
+
+    async def infer(self, request: Request) -> Response:
+        model = request.path_params["model"]
+        unknown = self._unknown(model)
+        if unknown is not None:
+            return unknown
+        raw = await request.body()
+        length = request.headers.get(HEADER_LENGTH)
+        split = int(length) if length is not None and length.isdigit() else len(raw)
+        try:
+            header = json.loads(raw[:split])
+        except ValueError:
+            return error(400, "failed to parse the request JSON buffer: The document is not valid JSON.")
+        if not isinstance(header, dict):
+            return error(400, "failed to parse the request JSON buffer: the request must be a JSON object")
+        try:
+            tensors = _read_inputs(header, raw[split:], model)
+            binary = self._binary_output(header, model)
+        except InferError as exc:
+            return error(400, str(exc))
+        if any(tensors.get("stream", [])):
+            return error(400, "Streaming is only supported if model is deployed using decoupled mode.")
+        fault = self.state.faults.take()
+        refused = refusal(fault, error)
+        if refused is not None:
+            return refused
+        texts = []
+        limits, seeds = tensors["max_tokens"], tensors.get("seed", [None])
+        for i, prompt in enumerate(tensors["text_input"]):
+            seed = seeds[min(i, len(seeds) - 1)]
+            generation = generate(
+                self.config, str(prompt), int(seed) if seed is not None else None, int(limits[min(i, len(limits) - 1)])
+            )
+            self.state.begin(generation)()
+            texts.append(generation.text)
+        head: dict[str, Any] = {"model_name": self.model, "model_version": "1"}
+        if isinstance(header.get("id"), str):
+            head = {"id": header["id"], **head}
+        return one_shot(_infer_answer(head, texts, binary), self.config, fault)
+
+    @staticmethod
+    def _binary_output(header: dict[str, Any], model: str) -> bool:
+        """Whether `text_output` goes back as binary data: asked per output, or for all with no outputs named."""
+        outputs = header.get("outputs")
+        if not outputs:
+            return (header.get("parameters") or {}).get("binary_data_output") is True
+        binary = False
+        for output in outputs:
+            name = output.get("name") if isinstance(output, dict) else None
+            if name not in _OUTPUTS:
+                raise InferError(f"unexpected inference output '{name}' for model '{model}'")
+            binary = binary or (output.get("parameters") or {}).get("binary_data") is True
+        return binary
+
+
+async def _not_found(request: Request, exc: Exception) -> Response:
+    # Triton answers a path it has no handler for with 400 "Not Found"; a wrong method is 405.
+    return error(400, "Not Found")
+
+
+async def _method_not_allowed(request: Request, exc: Exception) -> Response:
+    return error(405, "Method Not Allowed")
 
 
 def create_app(config: SimulatorConfig) -> ASGIApp:
@@ -131,9 +329,13 @@ def create_app(config: SimulatorConfig) -> ASGIApp:
             Route("/v2", sim.server),
             Route("/v2/health/live", sim.live),
             Route("/v2/health/ready", sim.ready),
+            Route("/v2/repository/index", sim.repository_index, methods=["POST"]),
             Route("/v2/models/{model}", sim.metadata),
             Route("/v2/models/{model}/ready", sim.model_ready),
+            Route("/v2/models/{model}/config", sim.model_config),
+            Route("/v2/models/{model}/infer", sim.infer, methods=["POST"]),
             Route("/v2/models/{model}/generate", sim.generate, methods=["POST"]),
             Route("/v2/models/{model}/generate_stream", sim.generate_stream, methods=["POST"]),
-        ]
+        ],
+        exception_handlers={404: _not_found, 405: _method_not_allowed},
     )

@@ -489,6 +489,22 @@ class FunctionCallDelta(BaseModel):
     arguments: str
 
 
+class CompatGenerateRequest(BaseModel):
+    """
+    Body of `POST /`
+    """
+
+    inputs: str
+    """
+    The prompt
+    """
+    parameters: GenerateParameters | None = None
+    stream: bool | None = False
+    """
+    Answer as `/generate_stream` does
+    """
+
+
 class OpenAiStreamError(BaseModel):
     """
     In-stream error of the OpenAI-compatible routes

@@ -5,7 +5,18 @@ from .error_response import ErrorResponse
 from .generate_request import GenerateRequest
 from .generate_request_parameters import GenerateRequestParameters
 from .generate_response import GenerateResponse
+from .infer_input_tensor import InferInputTensor
+from .infer_output_tensor import InferOutputTensor
+from .infer_parameters import InferParameters
+from .infer_requested_output import InferRequestedOutput
+from .inference_request import InferenceRequest
+from .inference_response import InferenceResponse
+from .model_config import ModelConfig
+from .model_config_model_transaction_policy import ModelConfigModelTransactionPolicy
+from .model_config_tensor import ModelConfigTensor
 from .model_metadata import ModelMetadata
+from .repository_index_entry import RepositoryIndexEntry
+from .repository_index_request import RepositoryIndexRequest
 from .server_metadata import ServerMetadata
 from .tensor_metadata import TensorMetadata
 
@@ -14,7 +25,18 @@ __all__ = (
     "GenerateRequest",
     "GenerateRequestParameters",
     "GenerateResponse",
+    "InferenceRequest",
+    "InferenceResponse",
+    "InferInputTensor",
+    "InferOutputTensor",
+    "InferParameters",
+    "InferRequestedOutput",
+    "ModelConfig",
+    "ModelConfigModelTransactionPolicy",
+    "ModelConfigTensor",
     "ModelMetadata",
+    "RepositoryIndexEntry",
+    "RepositoryIndexRequest",
     "ServerMetadata",
     "TensorMetadata",
 )
