@@ -97,6 +97,22 @@ def test_text_generation_limited_stream_carries_the_result_on_its_last_token() -
     assert events[-1].generated_text == "".join(e.token.text for e in events)
 
 
+def test_text_generation_stop_sequences_and_prefill() -> None:
+    with tgi() as (url, _):
+        client = text_generation.Client(url, timeout=10)
+        full = client.generate("Stop me", max_new_tokens=TOKENS, seed=8)
+        stop = full.details.tokens[2].text.strip()
+        stopped = client.generate("Stop me", max_new_tokens=TOKENS, seed=8, stop_sequences=[stop])
+        streamed = list(client.generate_stream("Stop me", max_new_tokens=TOKENS, seed=8, stop_sequences=[stop]))
+        with_prefill = client.generate("Stop me", max_new_tokens=2, decoder_input_details=True)
+    assert stopped.details.finish_reason is FinishReason.StopSequence
+    assert stopped.generated_text == "".join(t.text for t in full.details.tokens[:3])
+    final = streamed[-1]
+    assert len(streamed) == 3 and final.details is not None
+    assert final.details.finish_reason is FinishReason.StopSequence and final.generated_text == stopped.generated_text
+    assert [t.text for t in with_prefill.details.prefill] == ["Stop", " me"]
+
+
 def test_text_generation_chat() -> None:
     with tgi() as (url, _):
         message = text_generation.types.Message(role="user", content="Hi")

@@ -44,6 +44,7 @@ __all__ = [
     "generate",
     "one_shot",
     "prompt_pieces",
+    "stop_at",
     "read_object",
     "refusal",
 ]
@@ -166,12 +167,18 @@ _VOCAB_BASE = 1000  # token ids start here (below it: special tokens)
 @dataclass(frozen=True, slots=True)
 class Generation:
     """What a request gets: the tokens (all different), their ids, the prompt's length in tokens, and why it
-    stopped (`limited`: the request's own limit cut it short)."""
+    stopped (`limited`: the request's own limit cut it short; `stopped`: a stop sequence did)."""
 
     tokens: tuple[str, ...]
     ids: tuple[int, ...]
     prompt_tokens: int
     limited: bool
+    stopped: bool = False
+
+    @property
+    def cut(self) -> bool:
+        """Ended by the request (limit or stop sequence), not by the end-of-sequence token."""
+        return self.limited or self.stopped
 
     @property
     def text(self) -> str:
@@ -213,6 +220,22 @@ def generate(config: SimulatorConfig, prompt: str, seed: int | None, limit: int 
     n = config.tokens if limit is None or limit < 0 else min(limit, config.tokens)
     tokens, ids = _tokens(prompt, seed or 0, n)
     return Generation(tokens, ids, len(prompt_pieces(prompt)) + 1, n < config.tokens)
+
+
+def stop_at(generation: Generation, stops: Any) -> Generation:
+    """The generation cut after the first token at which its text contains one of `stops` (kept in the text, as
+    the engines return it); unchanged when none matches or `stops` is not a list of strings."""
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        return generation
+    text = ""
+    for i, token in enumerate(generation.tokens):
+        text += token
+        if any(stop in text for stop in stops):
+            n = i + 1
+            return replace(
+                generation, tokens=generation.tokens[:n], ids=generation.ids[:n], limited=False, stopped=True
+            )
+    return generation
 
 
 def as_prompt(value: Any) -> str:

@@ -31,6 +31,7 @@ from llama_orch.simulators.core import (
     prompt_pieces,
     read_object,
     sse,
+    stop_at,
 )
 
 __all__ = ["create_app"]
@@ -71,6 +72,11 @@ def _validation(message: str) -> Response:
     return JSONResponse({"error": f"Input validation error: {message}", "error_type": "validation"}, 422)
 
 
+def _finish(generation: Generation) -> str:
+    """TGI's finish reason (the Messages API says "stop" for both eos_token and stop_sequence)."""
+    return "stop_sequence" if generation.stopped else "length" if generation.limited else "eos_token"
+
+
 def _usage(generation: Generation, generated: int) -> dict[str, int]:
     p = generation.prompt_tokens
     return {"prompt_tokens": p, "completion_tokens": generated, "total_tokens": p + generated}
@@ -92,8 +98,8 @@ class _Stream:
 
     def token(self, i: int) -> bytes:
         g = self.generation
-        if g.limited and i == len(g.tokens) - 1:  # the last allowed token carries the result
-            return sse(PREFIX, self._event(i + 1, (g.ids[i], g.tokens[i]), **self._result("length", i + 1)))
+        if g.cut and i == len(g.tokens) - 1:  # the last allowed token carries the result
+            return sse(PREFIX, self._event(i + 1, (g.ids[i], g.tokens[i]), **self._result(_finish(g), i + 1)))
         return sse(PREFIX, self._event(i + 1, (g.ids[i], g.tokens[i])))
 
     def _result(self, finish: str, generated: int) -> dict[str, Any]:
@@ -107,7 +113,7 @@ class _Stream:
 
     def final(self) -> bytes:
         g = self.generation
-        if g.limited and g.tokens:
+        if g.cut and g.tokens:
             return b""  # the last token event already carried the result
         n = len(g.tokens)
         return sse(PREFIX, self._event(n + 1, EOS, special=True, **self._result("eos_token", n + 1)))
@@ -140,13 +146,13 @@ class _Messages:
 
     def token(self, i: int) -> bytes:
         g = self.generation
-        last = g.limited and i == len(g.tokens) - 1  # the last allowed token carries the finish
-        chunk = self._chunk([self._choice(g.tokens[i], "length" if last else None)])
+        last = g.cut and i == len(g.tokens) - 1  # the last allowed token carries the finish
+        chunk = self._chunk([self._choice(g.tokens[i], self.finish if last else None)])
         return chunk + self._closing() if last else chunk
 
     def final(self) -> bytes:
         g = self.generation
-        if g.limited and g.tokens:
+        if g.cut and g.tokens:
             return b""  # the last token chunk closed the stream
         return self._chunk([self._choice("", self.finish)]) + self._closing()
 
@@ -184,7 +190,8 @@ class Simulator:
         parameters = body.get("parameters") or {}
         limit = parameters.get("max_new_tokens")
         seed = parameters.get("seed")
-        return body, generate(self.config, body["inputs"], seed, limit if isinstance(limit, int) else None)
+        generation = generate(self.config, body["inputs"], seed, limit if isinstance(limit, int) else None)
+        return body, stop_at(generation, parameters.get("stop"))
 
     async def generate_stream(self, request: Request) -> Response:
         parsed = await self._request(request)
@@ -244,12 +251,15 @@ class Simulator:
                 {"id": i, "text": t, "logprob": -0.5, "special": False}
                 for i, t in zip(generation.ids, generation.tokens, strict=True)
             ]
-            finish = "length" if generation.limited else "eos_token"
+            prefill = [
+                {"id": piece_id(piece), "text": piece, "logprob": -0.5 if i else None}
+                for i, piece in enumerate(prompt_pieces(body["inputs"]))
+            ]
             result["details"] = {
-                "finish_reason": finish,
+                "finish_reason": _finish(generation),
                 "generated_tokens": len(tokens),
                 "seed": parameters.get("seed"),
-                "prefill": [],
+                "prefill": prefill if parameters.get("decoder_input_details") is True else [],
                 "tokens": tokens,
             }
         headers = {
@@ -274,6 +284,8 @@ class Simulator:
         generation = generate(
             self.config, prompt, seed if isinstance(seed, int) else None, limit if isinstance(limit, int) else None
         )
+        stop = body.get("stop")
+        generation = stop_at(generation, [stop] if isinstance(stop, str) else stop)
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
         shape = _Messages(self.model, generation, include_usage, chat)

@@ -33,11 +33,14 @@ __all__ = ["create_app"]
 VERSION = "2.73.0"
 PREFIX = b"data: "
 MAX_BATCH_SIZE = 64
-# The ensemble's tensors as TensorRT-LLM's ensemble/config.pbtxt declares them (a subset of its optional inputs):
-# name -> (KServe datatype, dims without the batch dimension, optional).
+# The ensemble's inputs as TensorRT-LLM's ensemble/config.pbtxt declares them: name -> (KServe datatype, dims
+# without the batch dimension, optional). Only text_input, max_tokens, seed and exclude_input_in_output change
+# what the simulator answers; the others are accepted (and type-checked) as the real ensemble accepts them.
 _INPUTS: dict[str, tuple[str, list[int], bool]] = {
     "text_input": ("BYTES", [1], False),
+    "decoder_text_input": ("BYTES", [1], True),
     "max_tokens": ("INT32", [1], False),
+    "num_return_sequences": ("INT32", [1], True),
     "bad_words": ("BYTES", [-1], True),
     "stop_words": ("BYTES", [-1], True),
     "exclude_input_in_output": ("BOOL", [1], True),
@@ -46,11 +49,38 @@ _INPUTS: dict[str, tuple[str, list[int], bool]] = {
     "top_k": ("INT32", [1], True),
     "top_p": ("FP32", [1], True),
     "temperature": ("FP32", [1], True),
+    "length_penalty": ("FP32", [1], True),
+    "repetition_penalty": ("FP32", [1], True),
+    "min_tokens": ("INT32", [1], True),
+    "presence_penalty": ("FP32", [1], True),
+    "frequency_penalty": ("FP32", [1], True),
     "seed": ("UINT64", [1], True),
+    "return_log_probs": ("BOOL", [1], True),
+    "return_context_logits": ("BOOL", [1], True),
+    "return_generation_logits": ("BOOL", [1], True),
+    "return_perf_metrics": ("BOOL", [1], True),
+    "return_num_input_tokens": ("BOOL", [1], True),
+    "return_num_output_tokens": ("BOOL", [1], True),
+    "beam_width": ("INT32", [1], True),
     "stream": ("BOOL", [1], True),
+    "embedding_bias_words": ("BYTES", [-1], True),
+    "embedding_bias_weights": ("FP32", [-1], True),
+    "lora_task_id": ("UINT64", [1], True),
+    "guided_decoding_guide_type": ("BYTES", [1], True),
+    "guided_decoding_guide": ("BYTES", [1], True),
 }
-_OUTPUTS: dict[str, tuple[str, list[int]]] = {"text_output": ("BYTES", [-1])}
-_CONFIG_TYPES = {"BYTES": "TYPE_STRING", "INT32": "TYPE_INT32", "FP32": "TYPE_FP32", "UINT64": "TYPE_UINT64"}
+# Its outputs (a subset: the logits and KV-cache/timing statistics are left out): name -> (datatype, dims).
+_OUTPUTS: dict[str, tuple[str, list[int]]] = {
+    "text_output": ("BYTES", [-1]),
+    "cum_log_probs": ("FP32", [-1]),
+    "output_log_probs": ("FP32", [-1, -1]),
+    "batch_index": ("INT32", [1]),
+    "sequence_index": ("INT32", [1]),
+    "num_input_tokens": ("INT32", [1]),
+    "num_output_tokens": ("INT32", [1]),
+}
+LOGPROB = -0.5  # every simulated token's log probability
+_CONFIG_TYPES = {"BYTES": "TYPE_STRING"}
 # Fixed-size element layouts of the binary tensor data extension (little-endian); BYTES is length-prefixed.
 _BINARY = {"BOOL": "?", "INT32": "<i", "INT64": "<q", "UINT64": "<Q", "FP32": "<f", "FP64": "<d"}
 # The KServe infer request header's length when binary tensor data follows it.
@@ -118,15 +148,53 @@ def _read_inputs(header: dict[str, Any], binary: bytes, model: str) -> dict[str,
     return tensors
 
 
-def _infer_answer(head: dict[str, Any], texts: list[str], binary: bool) -> Response:
-    """The infer response: `text_output` as JSON data, or with `binary` after the JSON header."""
-    output: dict[str, Any] = {"name": "text_output", "datatype": "BYTES", "shape": [len(texts), 1]}
-    if not binary:
-        return JSONResponse({**head, "outputs": [{**output, "data": texts}]})
-    raw = b"".join(struct.pack("<I", len(b)) + b for b in (t.encode() for t in texts))
-    answer = {**head, "outputs": [{**output, "parameters": {"binary_data_size": len(raw)}}]}
+def _config_type(datatype: str) -> str:
+    return _CONFIG_TYPES.get(datatype, f"TYPE_{datatype}")
+
+
+def _encode_binary(datatype: str, values: list[Any]) -> bytes:
+    if datatype == "BYTES":
+        return b"".join(struct.pack("<I", len(b)) + b for b in (str(v).encode() for v in values))
+    return b"".join(struct.pack(_BINARY[datatype], v) for v in values)
+
+
+def _outputs(generations: list[Generation], texts: list[str]) -> dict[str, Any]:
+    """Every output of a batch: name -> (shape, flat values)."""
+    batch = len(generations)
+    widest = max((len(g.tokens) for g in generations), default=0)
+    return {
+        "text_output": ([batch, 1], texts),
+        "cum_log_probs": ([batch, 1], [LOGPROB * len(g.tokens) for g in generations]),
+        "output_log_probs": (
+            [batch, 1, widest],
+            [LOGPROB if i < len(g.tokens) else 0.0 for g in generations for i in range(widest)],
+        ),
+        "batch_index": ([batch, 1], list(range(batch))),
+        "sequence_index": ([batch, 1], [0] * batch),
+        "num_input_tokens": ([batch, 1], [g.prompt_tokens for g in generations]),
+        "num_output_tokens": ([batch, 1], [len(g.tokens) for g in generations]),
+    }
+
+
+def _infer_answer(head: dict[str, Any], values: dict[str, Any], requested: dict[str, bool]) -> Response:
+    """The infer response: each requested output (name -> binary?) as JSON `data`, or as binary data after the
+    JSON header (then the header's length is in `Inference-Header-Content-Length`)."""
+    outputs, tail = [], b""
+    for name, binary in requested.items():
+        datatype = _OUTPUTS[name][0]
+        shape, data = values[name]
+        output: dict[str, Any] = {"name": name, "datatype": datatype, "shape": shape}
+        if binary:
+            raw = _encode_binary(datatype, data)
+            outputs.append({**output, "parameters": {"binary_data_size": len(raw)}})
+            tail += raw
+        else:
+            outputs.append({**output, "data": data})
+    answer = {**head, "outputs": outputs}
+    if not any(requested.values()):
+        return JSONResponse(answer)
     header = json.dumps(answer, separators=(",", ":")).encode()
-    return Response(header + raw, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
+    return Response(header + tail, media_type="application/octet-stream", headers={HEADER_LENGTH: str(len(header))})
 
 
 class _Stream:
@@ -179,7 +247,10 @@ class Simulator:
                 shape, generation, self.config, fault, prefix=PREFIX, on_close=self.state.begin(generation)
             )
         self.state.begin(generation)()
-        return JSONResponse({**shape.head, "sequence_end": True, "text_output": generation.text})
+        # TensorRT-LLM returns the prompt and the generated text unless told to exclude the input.
+        text = generation.text if body.get("exclude_input_in_output") is True else body["text_input"] + generation.text
+        answer = JSONResponse({**shape.head, "sequence_end": True, "text_output": text})
+        return one_shot(answer, self.config, fault)
 
     async def generate(self, request: Request) -> Response:
         return await self._generate(request, stream=False)
@@ -222,12 +293,12 @@ class Simulator:
         if unknown is not None:
             return unknown
         inputs = [
-            {"name": n, "data_type": _CONFIG_TYPES.get(t, f"TYPE_{t}"), "format": "FORMAT_NONE", "dims": dims}
+            {"name": n, "data_type": _config_type(t), "format": "FORMAT_NONE", "dims": dims}
             | {"is_shape_tensor": False, "allow_ragged_batch": False, "optional": optional}
             for n, (t, dims, optional) in _INPUTS.items()
         ]
         outputs = [
-            {"name": n, "data_type": _CONFIG_TYPES[t], "dims": dims, "label_filename": "", "is_shape_tensor": False}
+            {"name": n, "data_type": _config_type(t), "dims": dims, "label_filename": "", "is_shape_tensor": False}
             for n, (t, dims) in _OUTPUTS.items()
         ]
         steps: list[dict[str, Any]] = [
@@ -275,7 +346,7 @@ class Simulator:
             return error(400, "failed to parse the request JSON buffer: the request must be a JSON object")
         try:
             tensors = _read_inputs(header, raw[split:], model)
-            binary = self._binary_output(header, model)
+            requested = self._requested(header, model)
         except InferError as exc:
             return error(400, str(exc))
         if any(tensors.get("stream", [])):
@@ -284,33 +355,48 @@ class Simulator:
         refused = refusal(fault, error)
         if refused is not None:
             return refused
-        texts = []
         limits, seeds = tensors["max_tokens"], tensors.get("seed", [None])
-        for i, prompt in enumerate(tensors["text_input"]):
-            seed = seeds[min(i, len(seeds) - 1)]
-            generation = generate(
-                self.config, str(prompt), int(seed) if seed is not None else None, int(limits[min(i, len(limits) - 1)])
-            )
+        prompts = [str(p) for p in tensors["text_input"]]
+        generations = [
+            generate(self.config, prompt, _as_int(_nth(seeds, i)), _as_int(_nth(limits, i)))
+            for i, prompt in enumerate(prompts)
+        ]
+        for generation in generations:
             self.state.begin(generation)()
-            texts.append(generation.text)
+        exclude = tensors.get("exclude_input_in_output", [False])
+        texts = [
+            ("" if _nth(exclude, i) else p) + g.text for i, (p, g) in enumerate(zip(prompts, generations, strict=True))
+        ]
         head: dict[str, Any] = {"model_name": self.model, "model_version": "1"}
         if isinstance(header.get("id"), str):
             head = {"id": header["id"], **head}
-        return one_shot(_infer_answer(head, texts, binary), self.config, fault)
+        values = _outputs(generations, texts)
+        return one_shot(_infer_answer(head, values, requested), self.config, fault)
 
     @staticmethod
-    def _binary_output(header: dict[str, Any], model: str) -> bool:
-        """Whether `text_output` goes back as binary data: asked per output, or for all with no outputs named."""
+    def _requested(header: dict[str, Any], model: str) -> dict[str, bool]:
+        """The outputs to return, each with whether it goes back as binary data: the named ones as each asks,
+        or every output, binary when the request's `binary_data_output` says so."""
         outputs = header.get("outputs")
         if not outputs:
-            return (header.get("parameters") or {}).get("binary_data_output") is True
-        binary = False
+            binary = (header.get("parameters") or {}).get("binary_data_output") is True
+            return dict.fromkeys(_OUTPUTS, binary)
+        requested = {}
         for output in outputs:
             name = output.get("name") if isinstance(output, dict) else None
             if name not in _OUTPUTS:
                 raise InferError(f"unexpected inference output '{name}' for model '{model}'")
-            binary = binary or (output.get("parameters") or {}).get("binary_data") is True
-        return binary
+            requested[name] = (output.get("parameters") or {}).get("binary_data") is True
+        return requested
+
+
+def _nth(values: list[Any], i: int) -> Any:
+    """Element i of a batched input, or its last one when it has fewer (a scalar sent for the whole batch)."""
+    return values[min(i, len(values) - 1)]
+
+
+def _as_int(value: Any) -> int | None:
+    return int(value) if isinstance(value, int | float) else None
 
 
 async def _not_found(request: Request, exc: Exception) -> Response:
