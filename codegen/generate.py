@@ -32,7 +32,7 @@ TOOLS = ("datamodel-code-generator", "openapi-python-client", "ruff", "jinja2")
 CACHE_DIRS = {".ruff_cache", "__pycache__"}
 
 
-def _datamodel(input_: Path, output: Path, file_type: InputFileType, source: str) -> None:
+def _datamodel(input_: Path, output: Path, file_type: InputFileType, source: str, **extra: Any) -> None:
     generate(
         input_,
         input_file_type=file_type,
@@ -52,6 +52,7 @@ def _datamodel(input_: Path, output: Path, file_type: InputFileType, source: str
         use_double_quotes=True,
         formatters=[Formatter.RUFF_FORMAT],
         custom_file_header=HEADER.format(source=source),
+        **extra,
     )
 
 
@@ -108,7 +109,8 @@ def _client(spec: ApiSpec, out: Path, work: Path) -> None:
     (target / "openapi.json").write_text(document, encoding="utf-8")
     if any(stream_ref(ref).startswith("#") for ref in _stream_refs(load(spec.path))):
         wire = work / f"{spec.package}.wire"
-        _datamodel(spec.path, wire, InputFileType.OpenAPI, rel)
+        # Tolerant reader: a field an engine adds in a minor release is kept (`model_extra`), never an error.
+        _datamodel(spec.path, wire, InputFileType.OpenAPI, rel, extra_fields="allow")
         shutil.move(wire, target / "wire.py")
     for parent in target.relative_to(out).parents:
         init = out / parent / "__init__.py"

@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--auth-token-env", metavar="VAR", help="require `Bearer $VAR` on the API")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
+    )
     spawn = serve.add_argument_group("spawned engine")
     spawn.add_argument("--spawn-llama", action="store_true", help="run and supervise a llama-server for --model FILE")
     spawn.add_argument("--llama-bin", help="llama-server binary (default: the cached build, built if missing)")

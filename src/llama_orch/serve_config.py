@@ -64,6 +64,8 @@ def config_from_args(
     settings: dict[str, Any] = {}
     if args.auth_token_env:
         settings["auth_token_env"] = args.auth_token_env
+    if getattr(args, "sse_heartbeat_ms", None) is not None:
+        settings["sse_heartbeat_ms"] = args.sse_heartbeat_ms
     if args.config:
         config = load_config(Path(args.config))
         if settings:

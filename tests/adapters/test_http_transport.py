@@ -175,3 +175,33 @@ async def test_a_response_abandoned_midway_closes_its_connection(client: Callabl
                 break  # the consumer walks away before the body ends
         assert (await http.get("/next")).status_code == 200
     assert server.connections == 2  # the half-read connection was not handed to the next request
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-read", "own-read"])
+async def test_interim_1xx_responses_are_skipped(client: Callable[..., httpx.AsyncClient], split: bool) -> None:
+    """RFC 9110 §15.2: any number of 1xx responses may precede the final one, on every connection."""
+    interim = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>; rel=preload\r\n\r\n"
+    final = chunked(b"hello ", b"world")
+
+    async def script(_: bytes) -> tuple[bytes | list[bytes] | None, bool]:
+        return ([interim, final] if split else interim + final), False
+
+    server = ScriptedServer(script)
+    async with server as url:
+        http = client(url)
+        for _ in range(5):
+            answer = await http.get("/a")
+            assert answer.status_code == 200 and answer.content == b"hello world", answer
+            assert "link" not in answer.headers  # an interim response's headers are not the final one's
+    assert server.connections == 1
+
+
+@pytest.mark.parametrize("bad", ["a\r\nX-Injected: 1", "a\nb", "a\x00b"], ids=["crlf", "lf", "nul"])
+async def test_header_values_with_cr_lf_or_nul_are_never_written(
+    client: Callable[..., httpx.AsyncClient], bad: str
+) -> None:
+    server = ScriptedServer(answer(b"{}"))
+    async with server as url:
+        with pytest.raises(httpx.LocalProtocolError):
+            await client(url).get("/a", headers={"Authorization": f"Bearer {bad}"})
+    assert not server.requests

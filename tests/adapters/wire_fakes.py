@@ -35,8 +35,20 @@ class Dialect:
     final: Callable[[int], bytes]  # the terminal chunk(s) after n tokens; b"" when the engine has none
     in_stream_error: bytes
     error_body: Callable[[int], dict[str, Any]]  # status → the engine's error JSON
-    control: dict[str, tuple[int, bytes]]
+    control_routes: Callable[[], dict[str, tuple[int, bytes]]]  # built when a test asks (recordings are read then)
     make: Callable[..., HttpAdapter]
+
+    @property
+    def control(self) -> dict[str, tuple[int, bytes]]:
+        return self.control_routes()
+
+
+def recording(name: str) -> bytes:
+    """A llama-server recording, read at test time: a missing reference copy fails the test that needs it."""
+    path = TRANSCRIPTS / name
+    if not path.is_file():
+        raise AssertionError(f"missing recording {path}: set LLAMA_ORCH_SHARED to the shared reference directory")
+    return path.read_bytes()
 
 
 def _llama_error(status: int) -> dict[str, Any]:
@@ -76,7 +88,7 @@ LLAMACPP = Dialect(
     ),
     in_stream_error=sse({"error": {"code": 500, "message": "decode failed", "type": "server_error"}}),
     error_body=_llama_error,
-    control={"/props": (200, (TRANSCRIPTS / "props.body").read_bytes()), "/health": (200, b'{"status":"ok"}')},
+    control_routes=lambda: {"/props": (200, recording("props.body")), "/health": (200, b'{"status":"ok"}')},
     make=lambda **kw: LlamaCppAdapter("p", "r0", api="native", **kw),
 )
 
@@ -103,7 +115,7 @@ VLLM = Dialect(
         if s == 401
         else {"error": {"message": "failed", "type": "X", "param": None, "code": s}}
     ),
-    control={"/version": (200, b'{"version":"0.33.0"}'), "/health": (200, b"")},
+    control_routes=lambda: {"/version": (200, b'{"version":"0.33.0"}'), "/health": (200, b"")},
     make=lambda **kw: VllmAdapter("p", "r0", model="m", **kw),
 )
 
@@ -162,7 +174,7 @@ TGI = Dialect(
         "error": "Model is overloaded" if s == 429 else "failed",
         "error_type": {429: "overloaded", 422: "validation", 400: "validation"}.get(s, "generation"),
     },
-    control={"/info": (200, json.dumps(TGI_INFO).encode()), "/health": (200, b"")},
+    control_routes=lambda: {"/info": (200, json.dumps(TGI_INFO).encode()), "/health": (200, b"")},
     make=lambda **kw: TgiAdapter("p", "r0", **kw),
 )
 
@@ -173,7 +185,7 @@ TRITON = Dialect(
     final=lambda n: b"",
     in_stream_error=sse({"error": "in-flight batcher failed"}),
     error_body=lambda s: {"error": "failed"},
-    control={
+    control_routes=lambda: {
         "/v2": (200, b'{"name":"triton","version":"2.73.0","extensions":[]}'),
         "/v2/models/ensemble": (200, b'{"name":"ensemble","versions":["1"],"platform":"ensemble"}'),
     },
@@ -193,12 +205,14 @@ class Fake:
     closed: list[bool] = field(default_factory=list)  # one entry per streamed body: was it closed?
 
     def transport(self) -> httpx.MockTransport:
+        control = self.dialect.control  # read now, in the test: a missing recording fails it by name
+
         async def handle(request: httpx.Request) -> httpx.Response:
             if request.url.path == self.dialect.stream_path:
                 step = self.script[min(self.calls, len(self.script) - 1)]
                 self.calls += 1
                 return step()
-            status, body = self.dialect.control.get(request.url.path, (404, b'{"error":"not found"}'))
+            status, body = control.get(request.url.path, (404, b'{"error":"not found"}'))
             return httpx.Response(status, content=body, headers={"content-type": "application/json"})
 
         return httpx.MockTransport(handle)

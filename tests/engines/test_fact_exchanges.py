@@ -139,7 +139,7 @@ EXCHANGES = [
     Exchange("triton-stream-error", "triton", "POST", "/v2/models/ensemble/generate_stream", 200, SSE,
              sse(TRITON_ITEM, {"error": "in-flight batching failed"})),
     Exchange("triton-stream-bad-item", "triton", "POST", "/v2/models/ensemble/generate_stream", 200, SSE,
-             sse({"text_output": " Hi"}), valid=False),
+             sse({"model_name": ["ensemble"], "text_output": " Hi"}), valid=False),  # a member of the wrong type
     Exchange("triton-generate", "triton", "POST", "/v2/models/ensemble/generate", 200, "application/json",
              json.dumps({**TRITON_ITEM, "cum_log_probs": 0.0, "output_log_probs": [0.0, -1.5]}).encode()),
     Exchange("triton-not-ready", "triton", "GET", "/v2/health/ready", 400, "", b""),

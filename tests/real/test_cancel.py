@@ -60,7 +60,6 @@ def test_cancel_through_the_api_frees_the_slot_and_ends_the_stream(client: Clien
     end = run.terminal
     assert end.event == "end" and end.data.finish_reason == "canceled"
     assert len(run.tokens) < LONG["max_tokens"]
-    assert end.data.tokens_out == len(run.tokens), "no token is emitted after the cancel"
 
 
 def test_client_disconnect_cancels_the_engine_request(client: Client, engine: LlamaServer) -> None:

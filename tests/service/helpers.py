@@ -218,6 +218,8 @@ def parse_sse(raw: bytes) -> list[Frame]:
     assert text.endswith("\n\n") or not text, f"stream does not end with a blank line: {text[-80:]!r}"
     frames = []
     for block in text.split("\n\n")[:-1]:
+        if block == ": ping":  # a heartbeat
+            continue
         match = _FRAME.fullmatch(block)
         assert match is not None, f"not an SSE frame: {block!r}"
         frame = Frame(match[1], json.loads(match[2]))
@@ -265,19 +267,21 @@ class StreamReader:
         self.frames: list[Frame] = []
 
     def next(self) -> Frame | None:
-        while (end := self._pending.find(b"\n\n", self._scanned)) < 0:
-            self._scanned = max(0, len(self._pending) - 1)
-            chunk = next(self._chunks, None)
-            if chunk is None:
-                assert not self._pending, self._pending
-                return None
-            self._pending += chunk
-        block = bytes(self._pending[: end + 2])
-        del self._pending[: end + 2]
-        self._scanned = 0
-        frame = parse_sse(block)[0]
-        self.frames.append(frame)
-        return frame
+        """The next event frame (heartbeats skipped); None at the end of the stream."""
+        while True:
+            while (end := self._pending.find(b"\n\n", self._scanned)) < 0:
+                self._scanned = max(0, len(self._pending) - 1)
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    assert not self._pending, self._pending
+                    return None
+                self._pending += chunk
+            block = bytes(self._pending[: end + 2])
+            del self._pending[: end + 2]
+            self._scanned = 0
+            if parsed := parse_sse(block):
+                self.frames.append(parsed[0])
+                return parsed[0]
 
     def until(self, predicate: Callable[[Frame], bool]) -> Frame:
         while (frame := self.next()) is not None:

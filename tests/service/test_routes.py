@@ -51,3 +51,20 @@ def test_unknown_route_and_wrong_method_are_envelopes() -> None:
     with service().running() as http:
         check_envelope(http.get("/v1/nothing-here"), 404, "NOT_FOUND")
         check_envelope(http.get("/v1/tasks"), 405, "METHOD_NOT_ALLOWED")
+
+
+def test_every_undeclared_method_is_405_with_an_allow_header() -> None:
+    """RFC 9110 §15.5.6: a 405 names the methods the resource supports (schemathesis' unsupported-method check)."""
+    document = yaml.safe_load(SPEC.read_text())
+    with service().running() as http:
+        for path, item in document["paths"].items():
+            declared = {m.upper() for m in item if m in METHODS}
+            concrete = path.replace("{task_id}", "t-1").replace("{session_id}", "s-1").replace("{pool_id}", "default")
+            for method in sorted({"GET", "POST", "PUT", "PATCH", "DELETE"} - declared):
+                answer = http.request(method, concrete)
+                if path == "/infer":
+                    assert answer.status_code == 405, (method, path, answer.text)
+                else:
+                    check_envelope(answer, 405, "METHOD_NOT_ALLOWED")
+                allowed = {m.strip() for m in answer.headers.get("allow", "").split(",") if m.strip()}
+                assert declared <= allowed <= declared | {"HEAD"}, (method, path, answer.headers)

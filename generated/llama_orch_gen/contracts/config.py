@@ -160,6 +160,10 @@ class OrchestratorConfig(BaseModel):
     """
     How long events are held for a reader: a task whose stream is not opened within this time, or whose reader stops reading for this long with its buffer full, is canceled (SLOW_CONSUMER) so it never holds an engine slot forever.
     """
+    sse_heartbeat_ms: Annotated[int | None, Field(ge=10)] = 15000
+    """
+    An SSE comment frame (`: ping`) is sent when no other frame was sent for this long (a task waiting in the queue, in prefill, between slow tokens), so proxies and load balancers with an idle timeout keep the stream. Flag: --sse-heartbeat-ms.
+    """
     stream_buffer_events: Annotated[int | None, Field(ge=16)] = 1024
     """
     Events buffered per task for a slow reader; when full, the engine is read no faster than the client (tokens are never dropped, metrics frames are).

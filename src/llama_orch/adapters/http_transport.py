@@ -15,6 +15,7 @@ ReadError (socket errors) and RemoteProtocolError (closed early or malformed).
 from __future__ import annotations
 
 import asyncio
+import re
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -33,6 +34,8 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Framing is ours to set: the body is sent whole with its length.
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
+_UNSAFE = re.compile(rb"[\r\n\x00]")  # would end the header line early: header injection
+
 Key = tuple[str, str, int]
 
 
@@ -43,7 +46,7 @@ class _StaleConnection(Exception):
 class _Response:
     """httptools callbacks for one response; `body` collects what arrived since it was last taken."""
 
-    __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive")
+    __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive", "interim")
 
     def __init__(self) -> None:
         self.parser = HttpResponseParser(self)
@@ -52,17 +55,27 @@ class _Response:
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
+        self.interim = False  # inside a 1xx response, which is skipped
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        if 100 <= status < 200 and status != 101:
+            # RFC 9110 §15.2: interim responses (100 Continue, 103 Early Hints) precede the final one; skip them.
+            self.interim = True
+            self.headers.clear()
+            return
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
 
     def on_message_complete(self) -> None:
+        if self.interim:
+            self.interim = False
+            return
         self.complete = True
         self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
 
@@ -340,6 +353,9 @@ class EngineTransport(httpx.AsyncBaseTransport):
 
 def _head(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
+    for name, value in request.headers.raw:
+        if _UNSAFE.search(name) or _UNSAFE.search(value):
+            raise httpx.LocalProtocolError(f"header {name.decode(errors='replace')!r} holds CR, LF or NUL: not sent")
     lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw if name.lower() not in _FRAMING_HEADERS]
     if body or request.method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: %d" % len(body))

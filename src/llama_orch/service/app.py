@@ -26,7 +26,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from llama_orch.adapters.base import AdapterRegistry
@@ -47,6 +47,7 @@ _SSE_HEADERS = [
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
+_PING = b": ping\n\n"
 _NDJSON_HEADERS = [(b"content-type", b"application/x-ndjson"), (b"cache-control", b"no-cache")]
 
 
@@ -58,6 +59,7 @@ def openapi_document() -> bytes:
 def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlette:
     orch = Orchestrator(config, registry)
     max_body = config.max_body_bytes or 1_048_576
+    heartbeat_s = (config.sse_heartbeat_ms or 15_000) / 1000.0
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -125,7 +127,8 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         run = orch.attach(_path_id(Request(scope), "task_id", "task"))
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await _until_disconnect(receive, _write_sse(run, send, lambda: orch.detach(run)))
+            writer = _SseWriter(send, heartbeat_s)
+            await _until_disconnect(receive, writer.write(run, lambda: orch.detach(run)), writer.heartbeats())
         finally:
             orch.detach(run)
 
@@ -181,28 +184,52 @@ class _Asgi:
 # -- streams ---------------------------------------------------------------------------------------------------
 
 
-async def _until_disconnect(receive: Receive, writer: Awaitable[None]) -> None:
-    """Run `writer` until it ends or the client disconnects (then it is canceled, which cancels the task)."""
+async def _until_disconnect(receive: Receive, writer: Awaitable[None], *helpers: Awaitable[None]) -> None:
+    """Run `writer` (and its `helpers`, e.g. heartbeats) until it ends or the client disconnects (then it is
+    canceled, which cancels the task)."""
     write = asyncio.ensure_future(writer)
 
     async def watch() -> None:
         while (await receive())["type"] != "http.disconnect":
             pass
 
-    watcher = asyncio.ensure_future(watch())
+    jobs = [write, asyncio.ensure_future(watch()), *map(asyncio.ensure_future, helpers)]
     try:
-        await asyncio.wait({write, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({write, jobs[1]}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for job in (write, watcher):
+        for job in jobs:
             job.cancel()
-        await asyncio.gather(write, watcher, return_exceptions=True)
+        await asyncio.gather(*jobs, return_exceptions=True)
     if write.done() and not write.cancelled() and write.exception() is not None:
         raise write.exception()  # type: ignore[misc]
 
 
-async def _write_sse(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
-    async for batch in run.batches():
-        await _send_batch(run, batch, sse_frames(batch), send, delivered)
+class _SseWriter:
+    """Writes a task's SSE frames, and a heartbeat comment whenever nothing was written for `heartbeat_s`. Both
+    run on one event loop and each `send` writes whole frames, so a heartbeat never splits a frame."""
+
+    def __init__(self, send: Send, heartbeat_s: float) -> None:
+        self._send = send
+        self._heartbeat_s = heartbeat_s
+        self._last = asyncio.get_running_loop().time()
+        self._done = False
+
+    async def write(self, run: TaskRun, delivered: Callable[[], None]) -> None:
+        loop = asyncio.get_running_loop()
+        async for batch in run.batches():
+            self._done = batch[-1] is run.terminal if batch else False
+            await _send_batch(run, batch, sse_frames(batch), self._send, delivered)
+            self._last = loop.time()
+
+    async def heartbeats(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not self._done:
+            idle = loop.time() - self._last
+            if idle < self._heartbeat_s:
+                await asyncio.sleep(self._heartbeat_s - idle)
+                continue
+            self._last = loop.time()
+            await self._send({"type": "http.response.body", "body": _PING, "more_body": True})
 
 
 async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
@@ -279,7 +306,12 @@ async def _handle(request: Request, exc: Exception) -> Response:
     if isinstance(exc, ApiError):
         error = exc
     elif isinstance(exc, HTTPException) and exc.status_code == 405:
+        allowed = _allowed_methods(request)
         error = ApiError("METHOD_NOT_ALLOWED", f"{request.method} is not allowed on {request.url.path}")
+        response = _error_response(request.scope, error)
+        assert isinstance(response, Response)
+        response.headers["Allow"] = ", ".join(allowed)  # RFC 9110 §15.5.6: a 405 lists what the resource allows
+        return response
     elif isinstance(exc, HTTPException) and exc.status_code == 404:
         error = ApiError("NOT_FOUND", f"no route {request.url.path}")
     else:
@@ -288,6 +320,16 @@ async def _handle(request: Request, exc: Exception) -> Response:
     response = _error_response(request.scope, error)
     assert isinstance(response, Response)
     return response
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Every method the routes of this path accept (a path may have one route per method)."""
+    methods: set[str] = set()
+    for route in request.app.routes:
+        match, _ = route.matches(request.scope)
+        if match is not Match.NONE and isinstance(route, Route) and route.methods:
+            methods |= route.methods
+    return sorted(methods)
 
 
 # -- configuration ---------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorDetail(BaseModel):
@@ -12,6 +12,9 @@ class ErrorDetail(BaseModel):
     One error; the HTTP status equals `code`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     code: int
     """
     HTTP status code
@@ -39,6 +42,9 @@ class HealthResponse(BaseModel):
     Health status
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     status: Annotated[str, Field(examples=["ok"])]
     """
     "ok" when ready
@@ -50,6 +56,9 @@ class SuccessResponse(BaseModel):
     Generic success flag
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     success: bool
 
 
@@ -58,6 +67,9 @@ class Modalities(BaseModel):
     Input modalities the model accepts
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     vision: bool | None = None
     video: bool | None = None
     audio: bool | None = None
@@ -68,6 +80,9 @@ class LoraAdapter(BaseModel):
     A LoRA adapter and its scale
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: int
     """
     Adapter index (see /lora-adapters)
@@ -83,6 +98,9 @@ class SlotNextToken(BaseModel):
     Decoding state of a slot
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     has_next_token: bool | None = None
     has_new_line: bool | None = None
     n_remain: int | None = None
@@ -94,6 +112,9 @@ class MultimodalPrompt(BaseModel):
     A prompt with media; `prompt_string` holds one media marker per item
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     prompt_string: str
     multimodal_data: list[str] | None = None
     """
@@ -106,6 +127,9 @@ class StreamOptions(BaseModel):
     Streaming options
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     include_usage: bool | None = False
     """
     Send a usage chunk (`choices: []`) before `[DONE]` (chat only; /v1/completions always sends usage)
@@ -117,24 +141,27 @@ class Timings(BaseModel):
     Prompt and generation timings
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     cache_n: int | None = None
     """
     Prompt tokens reused from the cache
     """
-    prompt_n: int
+    prompt_n: int | None = None
     """
     Prompt tokens processed
     """
-    prompt_ms: float
-    prompt_per_token_ms: float
-    prompt_per_second: float
-    predicted_n: int
+    prompt_ms: float | None = None
+    prompt_per_token_ms: float | None = None
+    prompt_per_second: float | None = None
+    predicted_n: int | None = None
     """
     Tokens generated
     """
-    predicted_ms: float
-    predicted_per_token_ms: float
-    predicted_per_second: float
+    predicted_ms: float | None = None
+    predicted_per_token_ms: float | None = None
+    predicted_per_second: float | None = None
     draft_n: int | None = None
     """
     Draft tokens (speculative decoding)
@@ -150,6 +177,9 @@ class PromptProgress(BaseModel):
     Prompt processing progress (with return_progress)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     total: int | None = None
     cache: int | None = None
     processed: int | None = None
@@ -161,6 +191,9 @@ class TopTokenProbability(BaseModel):
     One alternative token
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: int
     token: str
     bytes: list[int] | None = None
@@ -173,6 +206,9 @@ class TokenizeRequest(BaseModel):
     Body of `POST /tokenize`; without `content` the result is `{"tokens": []}`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     content: str | list[str | int] | None = None
     """
     Text, or a mix of strings and token ids
@@ -196,6 +232,9 @@ class TokenPiece(BaseModel):
     A token id and its text (bytes when the piece is not valid UTF-8)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: int
     piece: str | list[int]
 
@@ -205,6 +244,9 @@ class DetokenizeRequest(BaseModel):
     Body of `POST /detokenize`; without `tokens` the result is ""
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     tokens: list[int] | None = None
 
 
@@ -213,6 +255,9 @@ class DetokenizeResponse(BaseModel):
     Decoded text
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     content: str
 
 
@@ -221,6 +266,9 @@ class OllamaModelEntry(BaseModel):
     The loaded model, Ollama style
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     model: str | None = None
     modified_at: str | None = None
@@ -235,6 +283,9 @@ class OllamaModelEntry(BaseModel):
 
 
 class PromptTokensDetails(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     cached_tokens: int | None = None
     """
     Prompt tokens reused from the cache
@@ -246,9 +297,12 @@ class Usage(BaseModel):
     Token counts of a request
     """
 
-    completion_tokens: int
-    prompt_tokens: int
-    total_tokens: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    completion_tokens: int | None = None
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
 
 
@@ -257,13 +311,16 @@ class TextCompletionChoice(BaseModel):
     One choice of a text completion
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     text: str
-    index: int
+    index: int | None = None
     logprobs: dict[str, Any] | None = None
     """
     Token log probabilities, or null
     """
-    finish_reason: str | None
+    finish_reason: str | None = None
     """
     stop, length, or null while streaming
     """
@@ -274,6 +331,9 @@ class TextCompletion(BaseModel):
     `POST /v1/completions` result (object "text_completion")
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     object: Literal["text_completion"]
     created: int
@@ -295,10 +355,13 @@ class TextCompletionChunk(BaseModel):
     One item of the `/v1/completions` stream. The last chunk carries finish_reason, `usage` (always) and `timings`; then `[DONE]`.
     """
 
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["text_completion"] | None = None
+    created: int | None = None
+    model: str | None = None
     system_fingerprint: str | None = None
     choices: list[TextCompletionChoice]
     usage: Usage | None = None
@@ -310,6 +373,9 @@ class ResponseFormat(BaseModel):
     {"type": "json_object"} or {"type": "json_schema", "schema"|"json_schema": ...}
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     type: Literal["text", "json_object", "json_schema"] | None = None
 
 
@@ -318,6 +384,9 @@ class ModelArchitecture(BaseModel):
     Modalities the model reads and writes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     input_modalities: list[str] | None = None
     output_modalities: list[str] | None = None
 
@@ -327,6 +396,9 @@ class ModelMeta(BaseModel):
     Model metadata
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     vocab_type: int | None = None
     n_vocab: int | None = None
     n_ctx: int | None = None
@@ -351,6 +423,9 @@ class FunctionCall(BaseModel):
     The function a tool call invokes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     arguments: str | None = None
     """
@@ -363,6 +438,9 @@ class FunctionCallDelta(BaseModel):
     Part of a function call, streamed
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     arguments: str | None = None
 
@@ -372,6 +450,9 @@ class SlotActionRequest(BaseModel):
     Body of a slot save/restore
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     filename: str | None = None
     """
     File name inside `--slot-save-path`
@@ -379,6 +460,9 @@ class SlotActionRequest(BaseModel):
 
 
 class Timings1(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     save_ms: float | None = None
 
 
@@ -387,6 +471,9 @@ class SlotSaveResult(BaseModel):
     Result of `action=save`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id_slot: int
     filename: str
     n_saved: int
@@ -401,6 +488,9 @@ class SlotSaveResult(BaseModel):
 
 
 class Timings2(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     restore_ms: float | None = None
 
 
@@ -409,6 +499,9 @@ class SlotRestoreResult(BaseModel):
     Result of `action=restore`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id_slot: int
     filename: str
     n_restored: int
@@ -427,6 +520,9 @@ class SlotEraseResult(BaseModel):
     Result of `action=erase`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id_slot: int
     n_erased: int
     """
@@ -446,6 +542,9 @@ class InfillExtraChunk(BaseModel):
     One extra context file for infill
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     filename: str | None = None
     text: str
 
@@ -455,6 +554,9 @@ class ApplyTemplateResponse(BaseModel):
     The rendered prompt
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     prompt: str
 
 
@@ -463,6 +565,9 @@ class ErrorResponse(BaseModel):
     llama.cpp's error envelope, for HTTP errors and for in-stream errors (`data: {"error":{...}}`, after which the stream closes without `[DONE]`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: ErrorDetail
 
 
@@ -471,6 +576,9 @@ class GenerationSettings(BaseModel):
     Sampling settings of a task (`generation_settings` in results, `params` in /props and /slots). Not every key is present in every place.
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     seed: int
     """
     Sampling seed; 4294967295 (uint32 -1) means random
@@ -539,6 +647,9 @@ class Slot(BaseModel):
     One slot (`GET /slots`); task fields appear only while it processes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: int
     """
     Slot index
@@ -573,6 +684,9 @@ class SamplingOptions(BaseModel):
     Generation and sampling fields shared by /completion, /v1/completions and /v1/chat/completions (server-schema.cpp). Defaults are the server's CLI defaults. Soft limits are clamped or ignored; hard limits (here: minimum/maximum) answer 400.
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     cache_prompt: bool | None = True
     """
     Reuse the KV cache of a previous request with the same prefix
@@ -796,6 +910,9 @@ class CompletionRequest(SamplingOptions):
     Body of `POST /completion`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     prompt: str | MultimodalPrompt | list[int | str | MultimodalPrompt | list[int | str]]
     """
     A prompt: a string; token ids and strings mixed; a multimodal prompt; or an array of these (several prompts → an array of results)
@@ -836,6 +953,9 @@ class TokenProbability(BaseModel):
     A generated token and its most likely alternatives; with post_sampling_probs the keys are `prob`/`top_probs` instead of `logprob`/`top_logprobs`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: int
     token: str
     bytes: list[int]
@@ -853,6 +973,9 @@ class TokenizeResponse(BaseModel):
     Tokens of the content
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     tokens: list[int | TokenPiece]
 
 
@@ -861,6 +984,9 @@ class ModelEntry(BaseModel):
     The loaded model, OpenAI style
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     """
     Alias (`--alias`) or model name
@@ -885,6 +1011,9 @@ class TextCompletionRequest(SamplingOptions):
     Body of `POST /v1/completions` (OpenAI fields plus the native sampling fields)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     """
     Ignored (one model is served); echoed as given
@@ -918,6 +1047,9 @@ class ToolCall(BaseModel):
     A tool call made by the assistant
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     type: str | None = None
     """
@@ -931,6 +1063,9 @@ class ToolCallDelta(BaseModel):
     Part of a tool call, streamed
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int | None = None
     id: str | None = None
     type: str | None = None
@@ -942,6 +1077,9 @@ class ChatResponseMessage(BaseModel):
     The assistant's message
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     """
     "assistant"
@@ -956,6 +1094,9 @@ class ChatCompletionChoice(BaseModel):
     One choice of a chat completion
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int
     message: ChatResponseMessage
     finish_reason: str
@@ -970,6 +1111,9 @@ class ChatCompletion(BaseModel):
     `POST /v1/chat/completions` result (object "chat.completion")
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     object: Literal["chat.completion"]
     created: int
@@ -985,6 +1129,9 @@ class ChatDelta(BaseModel):
     What a stream chunk adds to the message (`{}` on the finish chunk)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str | None = None
     content: str | None = None
     reasoning_content: str | None = None
@@ -996,9 +1143,12 @@ class ChatChunkChoice(BaseModel):
     One choice of a chat stream chunk
     """
 
-    index: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: int | None = None
     delta: ChatDelta
-    finish_reason: str | None
+    finish_reason: str | None = None
     """
     null until the finish chunk (stop, length, tool_calls)
     """
@@ -1010,10 +1160,13 @@ class ChatCompletionChunk(BaseModel):
     One item of the `/v1/chat/completions` stream (object "chat.completion.chunk"). The usage chunk (only with stream_options.include_usage) has `choices: []`.
     """
 
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["chat.completion.chunk"] | None = None
+    created: int | None = None
+    model: str | None = None
     system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
@@ -1025,6 +1178,9 @@ class InfillRequest(SamplingOptions):
     Body of `POST /infill` (plus every /completion field)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     input_prefix: str
     """
     Code before the cursor
@@ -1050,6 +1206,9 @@ class DefaultGenerationSettings(BaseModel):
     Settings a request starts from
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     params: GenerationSettings
     n_ctx: int
     """
@@ -1062,6 +1221,9 @@ class PropsResponse(BaseModel):
     Server properties (`GET /props`); served from a cache while the server sleeps
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     default_generation_settings: DefaultGenerationSettings
     """
     Settings a request starts from
@@ -1149,6 +1311,9 @@ class CompletionResponse(BaseModel):
     Result of `POST /completion` without streaming (to_json_non_oaicompat). The same object, with `content: ""` and `tokens: []`, is the final stream chunk.
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int
     """
     Index of the prompt/completion this result belongs to
@@ -1218,7 +1383,10 @@ class CompletionChunk(BaseModel):
     One item of the native `/completion` stream. Partial chunks carry one token's `content`; the final chunk has `stop: true` and the full result fields (`content: ""`, `tokens: []`, no `completion_probabilities`).
     """
 
-    index: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: int | None = None
     """
     Index of the prompt/completion this chunk belongs to
     """
@@ -1226,7 +1394,7 @@ class CompletionChunk(BaseModel):
     """
     Text of this token ("" on the final chunk)
     """
-    tokens: list[int]
+    tokens: list[int] | None = None
     """
     Token ids of this chunk
     """
@@ -1234,15 +1402,15 @@ class CompletionChunk(BaseModel):
     """
     true on the final chunk
     """
-    id_slot: int
+    id_slot: int | None = None
     """
     Slot of the task (-1 on partial chunks in this version)
     """
-    tokens_predicted: int
+    tokens_predicted: int | None = None
     """
     Tokens generated so far
     """
-    tokens_evaluated: int
+    tokens_evaluated: int | None = None
     """
     Prompt tokens evaluated
     """
@@ -1288,6 +1456,9 @@ class ModelList(BaseModel):
     `GET /v1/models`: always one model, in OpenAI (`data`) and Ollama (`models`) form
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     object: Literal["list"]
     data: list[ModelEntry]
     models: list[OllamaModelEntry] | None = None
@@ -1301,6 +1472,9 @@ class ChatMessage(BaseModel):
     One message of the conversation
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     """
     system, user, assistant or tool
@@ -1323,6 +1497,9 @@ class ChatCompletionRequest(SamplingOptions):
     Body of `POST /v1/chat/completions` (OpenAI chat fields, llama.cpp extras, native sampling fields)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     """
     Ignored (one model is served)
@@ -1377,4 +1554,7 @@ class ApplyTemplateRequest(BaseModel):
     Body of `POST /apply-template`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     messages: list[ChatMessage]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorResponse(BaseModel):
@@ -12,6 +12,9 @@ class ErrorResponse(BaseModel):
     TGI's error body, for HTTP errors and `/generate_stream` in-stream errors
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: str
     """
     Human-readable message
@@ -27,6 +30,9 @@ class OpenAiStreamErrorDetail(BaseModel):
     One in-stream error of the OpenAI-compatible routes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     message: str
     http_status_code: int | None = None
     """
@@ -39,6 +45,9 @@ class Info(BaseModel):
     Router info (`GET /info`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model_id: str
     """
     Hub id or path of the model
@@ -84,6 +93,9 @@ class GrammarType(BaseModel):
     Grammar constraint (json, regex or json_schema)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     type: Literal["json", "regex", "json_schema"]
     value: Any
     """
@@ -96,6 +108,9 @@ class GenerateParameters(BaseModel):
     Generation parameters of /generate and /generate_stream (router/src/lib.rs)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     adapter_id: str | None = None
     """
     LoRA adapter id
@@ -155,6 +170,9 @@ class GenerateRequest(BaseModel):
     Body of /generate, /generate_stream and /tokenize
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     inputs: str
     """
     The prompt
@@ -167,10 +185,13 @@ class Token(BaseModel):
     A generated token
     """
 
-    id: Annotated[int, Field(ge=0)]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: Annotated[int | None, Field(ge=0)] = None
     text: str
-    logprob: float | None
-    special: bool
+    logprob: float | None = None
+    special: bool | None = None
     """
     Special token (skip when concatenating text)
     """
@@ -181,6 +202,9 @@ class PrefillToken(BaseModel):
     A prompt token (decoder_input_details)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: Annotated[int, Field(ge=0)]
     text: str
     logprob: float | None
@@ -194,6 +218,9 @@ class BestOfSequence(BaseModel):
     One of the best_of candidates
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     generated_text: str
     finish_reason: Literal["length", "eos_token", "stop_sequence"]
     """
@@ -214,6 +241,9 @@ class Details(BaseModel):
     Generation details of /generate
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     finish_reason: Literal["length", "eos_token", "stop_sequence"]
     """
     length (max_new_tokens), eos_token, stop_sequence
@@ -237,6 +267,9 @@ class GenerateResponse(BaseModel):
     Result of /generate
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     generated_text: str
     details: Details | None = None
 
@@ -246,12 +279,15 @@ class StreamDetails(BaseModel):
     Details on the final /generate_stream event
     """
 
-    finish_reason: Literal["length", "eos_token", "stop_sequence"]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    finish_reason: Literal["length", "eos_token", "stop_sequence"] | None = None
     """
     length (max_new_tokens), eos_token, stop_sequence
     """
-    generated_tokens: Annotated[int, Field(ge=0)]
-    input_length: Annotated[int, Field(ge=0)]
+    generated_tokens: Annotated[int | None, Field(ge=0)] = None
+    input_length: Annotated[int | None, Field(ge=0)] = None
     """
     Prompt length in tokens
     """
@@ -263,13 +299,16 @@ class StreamResponse(BaseModel):
     One /generate_stream event. The final event has `generated_text` set (and `details` when requested); the others have null.
     """
 
-    index: Annotated[int, Field(ge=0)]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: Annotated[int | None, Field(ge=0)] = None
     """
     Position of the token in the output
     """
     token: Token
     top_tokens: list[Token] | None = None
-    generated_text: str | None = None
+    generated_text: str | None
     """
     Full text, on the final event only
     """
@@ -281,6 +320,9 @@ class SimpleToken(BaseModel):
     A token with its character span in the input
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: Annotated[int, Field(ge=0)]
     text: str
     start: Annotated[int, Field(ge=0)]
@@ -303,6 +345,9 @@ class ModelInfo(BaseModel):
     The served model, OpenAI style
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     """
     model_id
@@ -326,6 +371,9 @@ class ModelList(BaseModel):
     `GET /v1/models` result
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     object: Literal["list"]
     data: list[ModelInfo]
 
@@ -335,9 +383,12 @@ class Usage(BaseModel):
     Token counts
     """
 
-    prompt_tokens: Annotated[int, Field(ge=0)]
-    completion_tokens: Annotated[int, Field(ge=0)]
-    total_tokens: Annotated[int, Field(ge=0)]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt_tokens: Annotated[int | None, Field(ge=0)] = None
+    completion_tokens: Annotated[int | None, Field(ge=0)] = None
+    total_tokens: Annotated[int | None, Field(ge=0)] = None
 
 
 class StreamOptions(BaseModel):
@@ -345,6 +396,9 @@ class StreamOptions(BaseModel):
     Streaming options
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     include_usage: bool | None = None
     """
     Send a usage chunk (`choices` empty) before `data:[DONE]`
@@ -352,6 +406,9 @@ class StreamOptions(BaseModel):
 
 
 class ImageUrl(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     url: str
 
 
@@ -360,6 +417,9 @@ class MessageChunk(BaseModel):
     A content part: {type: text, text} or {type: image_url, image_url: {url}}
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     type: Literal["text", "image_url"]
     text: str | None = None
     image_url: ImageUrl | None = None
@@ -370,6 +430,9 @@ class FunctionDefinition(BaseModel):
     A function (tool definition or call)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     description: str | None = None
     arguments: Any
@@ -383,6 +446,9 @@ class Tool(BaseModel):
     A tool the model may call
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     type: str
     """
     "function"
@@ -402,6 +468,9 @@ class TextCompletionRequest(BaseModel):
     Body of /v1/completions
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     """
     Unused
@@ -426,10 +495,13 @@ class TextCompletionChoice(BaseModel):
     One choice of a text completion
     """
 
-    index: Annotated[int, Field(ge=0)]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: Annotated[int | None, Field(ge=0)] = None
     text: str
     logprobs: list[float] | None = None
-    finish_reason: str
+    finish_reason: str | None = None
 
 
 class TextCompletion(BaseModel):
@@ -437,6 +509,9 @@ class TextCompletion(BaseModel):
     /v1/completions result (object "text_completion")
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     object: Literal["text_completion"]
     created: Annotated[int, Field(ge=0)]
@@ -451,15 +526,21 @@ class TextCompletionChunk(BaseModel):
     One /v1/completions stream item (object "text_completion", no usage)
     """
 
-    id: str
-    object: Literal["text_completion"]
-    created: Annotated[int, Field(ge=0)]
-    model: str
-    system_fingerprint: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["text_completion"] | None = None
+    created: Annotated[int | None, Field(ge=0)] = None
+    model: str | None = None
+    system_fingerprint: str | None = None
     choices: list[TextCompletionChoice]
 
 
 class Function(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
 
 
@@ -468,6 +549,9 @@ class NamedToolChoice(BaseModel):
     Force a call of this function
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     function: Function
 
 
@@ -476,6 +560,9 @@ class ChatTopLogprob(BaseModel):
     One alternative token
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     token: str
     logprob: float
 
@@ -485,6 +572,9 @@ class FunctionCallDelta(BaseModel):
     Part of a function call, streamed (the name only on the first delta)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     arguments: str
 
@@ -494,6 +584,9 @@ class CompatGenerateRequest(BaseModel):
     Body of `POST /`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     inputs: str
     """
     The prompt
@@ -510,6 +603,9 @@ class OpenAiStreamError(BaseModel):
     In-stream error of the OpenAI-compatible routes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: OpenAiStreamErrorDetail
 
 
@@ -518,6 +614,9 @@ class ToolCall(BaseModel):
     A tool call
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     type: str
     """
@@ -531,6 +630,9 @@ class ChatMessage(BaseModel):
     One message of the conversation
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     name: str | None = None
     content: str | list[MessageChunk] | None = None
@@ -545,6 +647,9 @@ class ChatRequest(BaseModel):
     Body of /v1/chat/completions
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     """
     Unused; "tgi" or omitted means the served model
@@ -595,6 +700,9 @@ class ChatResponseMessage(BaseModel):
     The assistant's message (text, or tool calls)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     content: str | None = None
     tool_calls: list[ToolCall] | None = None
@@ -606,6 +714,9 @@ class DeltaToolCall(BaseModel):
     Part of a tool call, streamed
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: Annotated[int, Field(ge=0)]
     id: str
     type: str
@@ -617,7 +728,10 @@ class ChatDelta(BaseModel):
     What a chunk adds to the message (text, or tool-call arguments)
     """
 
-    role: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    role: str | None = None
     content: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[DeltaToolCall] | None = None
@@ -628,6 +742,9 @@ class ChatLogprob(BaseModel):
     Log probability of one generated token and its alternatives
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     token: str
     logprob: float
     top_logprobs: list[ChatTopLogprob]
@@ -638,6 +755,9 @@ class ChatCompletionLogprobs(BaseModel):
     Token log probabilities of a chat choice
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     content: list[ChatLogprob]
 
 
@@ -646,6 +766,9 @@ class ChatCompletionChoice(BaseModel):
     One choice of a chat completion
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: Annotated[int, Field(ge=0)]
     message: ChatResponseMessage
     logprobs: ChatCompletionLogprobs | None = None
@@ -660,6 +783,9 @@ class ChatCompletion(BaseModel):
     /v1/chat/completions result (object "chat.completion", `id` is "")
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     object: Literal["chat.completion"]
     created: Annotated[int, Field(ge=0)]
@@ -677,7 +803,10 @@ class ChatChunkChoice(BaseModel):
     One choice of a chat stream chunk
     """
 
-    index: Annotated[int, Field(ge=0)]
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: Annotated[int | None, Field(ge=0)] = None
     delta: ChatDelta
     logprobs: ChatCompletionLogprobs | None = None
     finish_reason: str | None = None
@@ -688,10 +817,13 @@ class ChatCompletionChunk(BaseModel):
     One /v1/chat/completions stream item (object "chat.completion.chunk"); the usage chunk has `choices: []`
     """
 
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: Annotated[int, Field(ge=0)]
-    model: str
-    system_fingerprint: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["chat.completion.chunk"] | None = None
+    created: Annotated[int | None, Field(ge=0)] = None
+    model: str | None = None
+    system_fingerprint: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = None

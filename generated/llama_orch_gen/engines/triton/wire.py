@@ -12,6 +12,9 @@ class ErrorResponse(BaseModel):
     Triton's error body, for HTTP errors and in-stream errors (`data: {"error": "..."}`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: str
     """
     Human-readable message
@@ -23,6 +26,9 @@ class ServerMetadata(BaseModel):
     `GET /v2` (`generate` is not listed among the extensions)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     """
     "triton"
@@ -42,6 +48,9 @@ class TensorMetadata(BaseModel):
     Name, type and shape of a model input or output
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     datatype: str
     """
@@ -58,6 +67,9 @@ class ModelMetadata(BaseModel):
     `GET /v2/models/{model}`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     versions: list[str] | None = None
     platform: str
@@ -73,6 +85,9 @@ class RepositoryIndexRequest(BaseModel):
     Body of `POST /v2/repository/index` (may be empty)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     ready: bool | None = None
     """
     Only the models that are ready
@@ -84,6 +99,9 @@ class RepositoryIndexEntry(BaseModel):
     One model version of the repository
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     version: str | None = None
     state: str | None = None
@@ -101,6 +119,9 @@ class ModelConfigTensor(BaseModel):
     One input or output of a model configuration
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     data_type: str
     """
@@ -118,6 +139,9 @@ class ModelTransactionPolicy(BaseModel):
     Whether the model is decoupled (then `infer` refuses it and only streaming works)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     decoupled: bool | None = None
 
 
@@ -126,6 +150,9 @@ class ModelConfig(BaseModel):
     `GET /v2/models/{model}/config`: the model configuration as JSON (only the fields read here are declared)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     platform: str | None = None
     backend: str | None = None
@@ -147,6 +174,9 @@ class GenerateRequest(BaseModel):
     Generate request for the TensorRT-LLM `ensemble`. Every top-level key (and every key inside `parameters`) that names a model input becomes an input tensor (a scalar or a 1-D array); other keys become Triton request parameters. Declared here: the ensemble's inputs from its config.pbtxt. `text_input` and `max_tokens` are required by the ensemble (either may also be sent inside `parameters`).
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     """
     Request id, echoed in the response
@@ -255,9 +285,9 @@ class GenerateResponse(BaseModel):
     """
     The request id, when one was sent
     """
-    model_name: str
-    model_version: str
-    text_output: str | list[str] | None = None
+    model_name: str | None = None
+    model_version: str | None = None
+    text_output: str | list[str]
     """
     Generated text; an array when several sequences come back (beam_width or num_return_sequences > 1)
     """
@@ -300,6 +330,9 @@ class InferInputTensor(BaseModel):
     One input tensor; `data` in row-major order (nested or flat), or binary data after the header
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     datatype: str
     """
@@ -318,6 +351,9 @@ class InferRequestedOutput(BaseModel):
     An output to return, and how (`parameters.binary_data`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     parameters: dict[str, str | float | bool] | None = None
 
@@ -327,6 +363,9 @@ class InferenceRequest(BaseModel):
     A KServe v2 inference request
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     parameters: dict[str, str | float | bool] | None = None
     inputs: Annotated[list[InferInputTensor], Field(min_length=1)]
@@ -338,6 +377,9 @@ class InferOutputTensor(BaseModel):
     One output tensor; `data` in JSON, or `parameters.binary_data_size` bytes after the header
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str
     datatype: str
     shape: list[ShapeItem]
@@ -353,6 +395,9 @@ class InferenceResponse(BaseModel):
     A KServe v2 inference response
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     model_name: str
     model_version: str | None = None

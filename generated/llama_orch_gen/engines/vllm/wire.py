@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, Field, RootModel
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorDetail(BaseModel):
@@ -12,6 +12,9 @@ class ErrorDetail(BaseModel):
     One error; the HTTP status equals `code`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     message: str
     type: str
     """
@@ -36,6 +39,9 @@ class LegacyErrorResponse(BaseModel):
     The flat error body of vLLM before v0.10.1
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     object: Literal["error"]
     message: str
     type: str
@@ -48,6 +54,9 @@ class UnauthorizedResponse(BaseModel):
     API-key failure body
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: str
     """
     "Unauthorized"
@@ -59,6 +68,9 @@ class VersionResponse(BaseModel):
     Server version
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     version: Annotated[str, Field(examples=["0.33.0"])]
 
 
@@ -67,6 +79,9 @@ class ModelPermission(BaseModel):
     OpenAI-style model permission (fixed values)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     object: Literal["model_permission"] | None = None
     created: int | None = None
@@ -86,6 +101,9 @@ class StreamOptions(BaseModel):
     Streaming options; 400 when sent without `stream` true
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     include_usage: bool | None = False
     """
     Send a usage chunk (`choices: []`) before `[DONE]`. Defaulted to true in older releases, so send it explicitly
@@ -101,6 +119,9 @@ class SamplingExtras(BaseModel):
     vLLM sampling and request extras shared by /v1/completions and /v1/chat/completions. A null sampling field falls back to the model's generation_config, then to the built-in default.
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     use_beam_search: bool | None = False
     top_k: Annotated[int | None, Field(ge=-1)] = None
     """
@@ -180,6 +201,9 @@ class CompletionRequest(SamplingExtras):
     Body of `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     """
     Served model name; the default model when null
@@ -256,6 +280,9 @@ class CompletionRequest(SamplingExtras):
 
 
 class PromptTokensDetails(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
     cached_tokens: int | None = None
 
 
@@ -264,8 +291,11 @@ class Usage(BaseModel):
     Token counts
     """
 
-    prompt_tokens: int
-    total_tokens: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    prompt_tokens: int | None = None
+    total_tokens: int | None = None
     completion_tokens: int | None = None
     prompt_tokens_details: PromptTokensDetails | None = None
     completion_tokens_details: dict[str, Any] | None = None
@@ -276,6 +306,9 @@ class CompletionLogprobs(BaseModel):
     OpenAI legacy completion log probabilities
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     text_offset: list[int] | None = None
     token_logprobs: list[float | None] | None = None
     tokens: list[str] | None = None
@@ -287,6 +320,9 @@ class CompletionChoice(BaseModel):
     One choice of a text completion
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int
     text: str
     logprobs: CompletionLogprobs | None = None
@@ -311,6 +347,9 @@ class CompletionResponse(BaseModel):
     `POST /v1/completions` result
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     """
     "cmpl-..."
@@ -331,7 +370,10 @@ class CompletionChunkChoice(BaseModel):
     One choice of a stream chunk (unset keys are left out)
     """
 
-    index: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: int | None = None
     text: str
     logprobs: CompletionLogprobs | None = None
     finish_reason: str | None = None
@@ -350,10 +392,13 @@ class CompletionChunk(BaseModel):
     One item of the /v1/completions stream. The usage chunk has `choices: []` and `usage`; `system_fingerprint` is on the terminal chunk only when no usage chunk follows.
     """
 
-    id: str
-    object: Literal["text_completion"]
-    created: int
-    model: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["text_completion"] | None = None
+    created: int | None = None
+    model: str | None = None
     choices: list[CompletionChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
@@ -365,6 +410,9 @@ class TokenizePromptRequest(BaseModel):
     Tokenize a plain prompt
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     prompt: str
     add_special_tokens: bool | None = True
@@ -379,6 +427,9 @@ class TokenizeResponse(BaseModel):
     Tokens of the prompt
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     count: int
     max_model_len: int
     tokens: list[int]
@@ -390,6 +441,9 @@ class DetokenizeRequest(BaseModel):
     Body of `POST /detokenize`
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     tokens: list[int]
 
@@ -399,6 +453,9 @@ class DetokenizeResponse(BaseModel):
     Decoded text
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     prompt: str
 
 
@@ -407,6 +464,9 @@ class FunctionCall(BaseModel):
     The function a tool call invokes
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     arguments: str | None = None
     """
@@ -419,6 +479,9 @@ class FunctionCallDelta(BaseModel):
     Part of a function call, streamed
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     name: str | None = None
     arguments: str | None = None
 
@@ -428,6 +491,9 @@ class ErrorResponse(BaseModel):
     vLLM's error envelope since v0.10.1, for HTTP errors and in-stream errors (`data: {"error":{...}}`, then `data: [DONE]`)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     error: ErrorDetail
 
 
@@ -443,6 +509,9 @@ class ModelCard(BaseModel):
     One served model or LoRA adapter
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     """
     Served model name
@@ -476,6 +545,9 @@ class ToolCall(BaseModel):
     A tool call
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str | None = None
     type: str | None = None
     """
@@ -489,6 +561,9 @@ class ToolCallDelta(BaseModel):
     Part of a tool call, streamed
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int | None = None
     id: str | None = None
     type: str | None = None
@@ -500,6 +575,9 @@ class ChatResponseMessage(BaseModel):
     The assistant's message
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     content: str | None = None
     reasoning: str | None = None
@@ -512,6 +590,9 @@ class ChatCompletionChoice(BaseModel):
     One choice of a chat completion
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     index: int
     message: ChatResponseMessage
     logprobs: dict[str, Any] | None = None
@@ -528,6 +609,9 @@ class ChatCompletionResponse(BaseModel):
     `POST /v1/chat/completions` result
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     id: str
     object: Literal["chat.completion"]
     created: int
@@ -549,6 +633,9 @@ class ChatDelta(BaseModel):
     What a chunk adds to the message (`tool_calls` left out when empty)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str | None = None
     content: str | None = None
     reasoning: str | None = None
@@ -560,7 +647,10 @@ class ChatChunkChoice(BaseModel):
     One choice of a chat stream chunk
     """
 
-    index: int
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    index: int | None = None
     delta: ChatDelta
     logprobs: dict[str, Any] | None = None
     finish_reason: str | None = None
@@ -576,10 +666,13 @@ class ChatCompletionChunk(BaseModel):
     One item of the /v1/chat/completions stream; the usage chunk has `choices: []`
     """
 
-    id: str
-    object: Literal["chat.completion.chunk"]
-    created: int
-    model: str
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    object: Literal["chat.completion.chunk"] | None = None
+    created: int | None = None
+    model: str | None = None
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
     system_fingerprint: str | None = None
@@ -590,6 +683,9 @@ class ModelList(BaseModel):
     Served models
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     object: Literal["list"]
     data: list[ModelCard]
 
@@ -599,6 +695,9 @@ class ChatMessage(BaseModel):
     One message of the conversation
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     role: str
     """
     system, user, assistant, tool, developer
@@ -618,6 +717,9 @@ class ChatCompletionRequest(SamplingExtras):
     Body of `POST /v1/chat/completions` (OpenAI chat fields plus vLLM extras)
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     messages: list[ChatMessage]
     frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
@@ -667,6 +769,9 @@ class TokenizeChatRequest(BaseModel):
     Tokenize a conversation rendered with the chat template
     """
 
+    model_config = ConfigDict(
+        extra="allow",
+    )
     model: str | None = None
     messages: list[ChatMessage]
     add_generation_prompt: bool | None = True

@@ -21,10 +21,10 @@ T = TypeVar("T", bound="ChatChunkChoice")
 class ChatChunkChoice:
     """One choice of a chat stream chunk"""
 
-    index: int
     delta: ChatDelta
     """ What a stream chunk adds to the message (`{}` on the finish chunk) """
-    finish_reason: None | str
+    index: int | Unset = UNSET
+    finish_reason: None | str | Unset = UNSET
     """ null until the finish chunk (stop, length, tool_calls) """
     logprobs: ChatChunkChoiceLogprobsType0 | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
@@ -34,12 +34,15 @@ class ChatChunkChoice:
             ChatChunkChoiceLogprobsType0,  # noqa: PLC0415
         )
 
-        index = self.index
-
         delta = self.delta.to_dict()
 
-        finish_reason: None | str
-        finish_reason = self.finish_reason
+        index = self.index
+
+        finish_reason: None | str | Unset
+        if isinstance(self.finish_reason, Unset):
+            finish_reason = UNSET
+        else:
+            finish_reason = self.finish_reason
 
         logprobs: dict[str, Any] | None | Unset
         if isinstance(self.logprobs, Unset):
@@ -53,11 +56,13 @@ class ChatChunkChoice:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "delta": delta,
-                "finish_reason": finish_reason,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
+        if finish_reason is not UNSET:
+            field_dict["finish_reason"] = finish_reason
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
 
@@ -71,16 +76,18 @@ class ChatChunkChoice:
         from ..models.chat_delta import ChatDelta  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         delta = ChatDelta.from_dict(d.pop("delta"))
 
-        def _parse_finish_reason(data: object) -> None | str:
+        index = d.pop("index", UNSET)
+
+        def _parse_finish_reason(data: object) -> None | str | Unset:
             if data is None:
                 return data
-            return cast(None | str, data)
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
 
-        finish_reason = _parse_finish_reason(d.pop("finish_reason"))
+        finish_reason = _parse_finish_reason(d.pop("finish_reason", UNSET))
 
         def _parse_logprobs(data: object) -> ChatChunkChoiceLogprobsType0 | None | Unset:
             if data is None:
@@ -100,8 +107,8 @@ class ChatChunkChoice:
         logprobs = _parse_logprobs(d.pop("logprobs", UNSET))
 
         chat_chunk_choice = cls(
-            index=index,
             delta=delta,
+            index=index,
             finish_reason=finish_reason,
             logprobs=logprobs,
         )

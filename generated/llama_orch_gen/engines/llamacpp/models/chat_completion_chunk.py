@@ -31,11 +31,11 @@ class ChatCompletionChunk:
 
     """
 
-    id: str
-    object_: Literal["chat.completion.chunk"]
-    created: int
-    model: str
     choices: list[ChatChunkChoice]
+    id: str | Unset = UNSET
+    object_: Literal["chat.completion.chunk"] | Unset = UNSET
+    created: int | Unset = UNSET
+    model: str | Unset = UNSET
     system_fingerprint: str | Unset = UNSET
     usage: Usage | Unset = UNSET
     """ Token counts of a request """
@@ -44,6 +44,11 @@ class ChatCompletionChunk:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        choices = []
+        for choices_item_data in self.choices:
+            choices_item = choices_item_data.to_dict()
+            choices.append(choices_item)
+
         id = self.id
 
         object_ = self.object_
@@ -51,11 +56,6 @@ class ChatCompletionChunk:
         created = self.created
 
         model = self.model
-
-        choices = []
-        for choices_item_data in self.choices:
-            choices_item = choices_item_data.to_dict()
-            choices.append(choices_item)
 
         system_fingerprint = self.system_fingerprint
 
@@ -71,13 +71,17 @@ class ChatCompletionChunk:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
-                "object": object_,
-                "created": created,
-                "model": model,
                 "choices": choices,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if object_ is not UNSET:
+            field_dict["object"] = object_
+        if created is not UNSET:
+            field_dict["created"] = created
+        if model is not UNSET:
+            field_dict["model"] = model
         if system_fingerprint is not UNSET:
             field_dict["system_fingerprint"] = system_fingerprint
         if usage is not UNSET:
@@ -94,22 +98,22 @@ class ChatCompletionChunk:
         from ..models.usage import Usage  # noqa: PLC0415
 
         d = dict(src_dict)
-        id = d.pop("id")
-
-        object_ = cast(Literal["chat.completion.chunk"], d.pop("object"))
-        if object_ != "chat.completion.chunk":
-            raise ValueError(f"object must match const 'chat.completion.chunk', got '{object_}'")
-
-        created = d.pop("created")
-
-        model = d.pop("model")
-
         choices = []
         _choices = d.pop("choices")
         for choices_item_data in _choices:
             choices_item = ChatChunkChoice.from_dict(choices_item_data)
 
             choices.append(choices_item)
+
+        id = d.pop("id", UNSET)
+
+        object_ = cast(Literal["chat.completion.chunk"] | Unset, d.pop("object", UNSET))
+        if object_ != "chat.completion.chunk" and not isinstance(object_, Unset):
+            raise ValueError(f"object must match const 'chat.completion.chunk', got '{object_}'")
+
+        created = d.pop("created", UNSET)
+
+        model = d.pop("model", UNSET)
 
         system_fingerprint = d.pop("system_fingerprint", UNSET)
 
@@ -128,11 +132,11 @@ class ChatCompletionChunk:
             timings = Timings.from_dict(_timings)
 
         chat_completion_chunk = cls(
+            choices=choices,
             id=id,
             object_=object_,
             created=created,
             model=model,
-            choices=choices,
             system_fingerprint=system_fingerprint,
             usage=usage,
             timings=timings,

@@ -27,19 +27,19 @@ class CompletionChunk:
 
     """
 
-    index: int
-    """ Index of the prompt/completion this chunk belongs to """
     content: str
     """ Text of this token ("" on the final chunk) """
-    tokens: list[int]
-    """ Token ids of this chunk """
     stop: bool
     """ true on the final chunk """
-    id_slot: int
+    index: int | Unset = UNSET
+    """ Index of the prompt/completion this chunk belongs to """
+    tokens: list[int] | Unset = UNSET
+    """ Token ids of this chunk """
+    id_slot: int | Unset = UNSET
     """ Slot of the task (-1 on partial chunks in this version) """
-    tokens_predicted: int
+    tokens_predicted: int | Unset = UNSET
     """ Tokens generated so far """
-    tokens_evaluated: int
+    tokens_evaluated: int | Unset = UNSET
     """ Prompt tokens evaluated """
     timings: Timings | Unset = UNSET
     """ Prompt and generation timings """
@@ -67,13 +67,15 @@ class CompletionChunk:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        index = self.index
-
         content = self.content
 
-        tokens = self.tokens
-
         stop = self.stop
+
+        index = self.index
+
+        tokens: list[int] | Unset = UNSET
+        if not isinstance(self.tokens, Unset):
+            tokens = self.tokens
 
         id_slot = self.id_slot
 
@@ -120,15 +122,20 @@ class CompletionChunk:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "content": content,
-                "tokens": tokens,
                 "stop": stop,
-                "id_slot": id_slot,
-                "tokens_predicted": tokens_predicted,
-                "tokens_evaluated": tokens_evaluated,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
+        if tokens is not UNSET:
+            field_dict["tokens"] = tokens
+        if id_slot is not UNSET:
+            field_dict["id_slot"] = id_slot
+        if tokens_predicted is not UNSET:
+            field_dict["tokens_predicted"] = tokens_predicted
+        if tokens_evaluated is not UNSET:
+            field_dict["tokens_evaluated"] = tokens_evaluated
         if timings is not UNSET:
             field_dict["timings"] = timings
         if prompt_progress is not UNSET:
@@ -162,19 +169,19 @@ class CompletionChunk:
         from ..models.token_probability import TokenProbability  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         content = d.pop("content")
-
-        tokens = cast(list[int], d.pop("tokens"))
 
         stop = d.pop("stop")
 
-        id_slot = d.pop("id_slot")
+        index = d.pop("index", UNSET)
 
-        tokens_predicted = d.pop("tokens_predicted")
+        tokens = cast(list[int], d.pop("tokens", UNSET))
 
-        tokens_evaluated = d.pop("tokens_evaluated")
+        id_slot = d.pop("id_slot", UNSET)
+
+        tokens_predicted = d.pop("tokens_predicted", UNSET)
+
+        tokens_evaluated = d.pop("tokens_evaluated", UNSET)
 
         _timings = d.pop("timings", UNSET)
         timings: Timings | Unset
@@ -226,10 +233,10 @@ class CompletionChunk:
         tokens_cached = d.pop("tokens_cached", UNSET)
 
         completion_chunk = cls(
-            index=index,
             content=content,
-            tokens=tokens,
             stop=stop,
+            index=index,
+            tokens=tokens,
             id_slot=id_slot,
             tokens_predicted=tokens_predicted,
             tokens_evaluated=tokens_evaluated,

@@ -23,11 +23,11 @@ class TextCompletionChoice:
     """One choice of a text completion"""
 
     text: str
-    index: int
-    finish_reason: None | str
-    """ stop, length, or null while streaming """
+    index: int | Unset = UNSET
     logprobs: None | TextCompletionChoiceLogprobsType0 | Unset = UNSET
     """ Token log probabilities, or null """
+    finish_reason: None | str | Unset = UNSET
+    """ stop, length, or null while streaming """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -39,9 +39,6 @@ class TextCompletionChoice:
 
         index = self.index
 
-        finish_reason: None | str
-        finish_reason = self.finish_reason
-
         logprobs: dict[str, Any] | None | Unset
         if isinstance(self.logprobs, Unset):
             logprobs = UNSET
@@ -50,17 +47,25 @@ class TextCompletionChoice:
         else:
             logprobs = self.logprobs
 
+        finish_reason: None | str | Unset
+        if isinstance(self.finish_reason, Unset):
+            finish_reason = UNSET
+        else:
+            finish_reason = self.finish_reason
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
                 "text": text,
-                "index": index,
-                "finish_reason": finish_reason,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
+        if finish_reason is not UNSET:
+            field_dict["finish_reason"] = finish_reason
 
         return field_dict
 
@@ -73,14 +78,7 @@ class TextCompletionChoice:
         d = dict(src_dict)
         text = d.pop("text")
 
-        index = d.pop("index")
-
-        def _parse_finish_reason(data: object) -> None | str:
-            if data is None:
-                return data
-            return cast(None | str, data)
-
-        finish_reason = _parse_finish_reason(d.pop("finish_reason"))
+        index = d.pop("index", UNSET)
 
         def _parse_logprobs(data: object) -> None | TextCompletionChoiceLogprobsType0 | Unset:
             if data is None:
@@ -99,11 +97,20 @@ class TextCompletionChoice:
 
         logprobs = _parse_logprobs(d.pop("logprobs", UNSET))
 
+        def _parse_finish_reason(data: object) -> None | str | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(None | str | Unset, data)
+
+        finish_reason = _parse_finish_reason(d.pop("finish_reason", UNSET))
+
         text_completion_choice = cls(
             text=text,
             index=index,
-            finish_reason=finish_reason,
             logprobs=logprobs,
+            finish_reason=finish_reason,
         )
 
         text_completion_choice.additional_properties = d

@@ -16,18 +16,18 @@ T = TypeVar("T", bound="Timings")
 class Timings:
     """Prompt and generation timings"""
 
-    prompt_n: int
-    """ Prompt tokens processed """
-    prompt_ms: float
-    prompt_per_token_ms: float
-    prompt_per_second: float
-    predicted_n: int
-    """ Tokens generated """
-    predicted_ms: float
-    predicted_per_token_ms: float
-    predicted_per_second: float
     cache_n: int | Unset = UNSET
     """ Prompt tokens reused from the cache """
+    prompt_n: int | Unset = UNSET
+    """ Prompt tokens processed """
+    prompt_ms: float | Unset = UNSET
+    prompt_per_token_ms: float | Unset = UNSET
+    prompt_per_second: float | Unset = UNSET
+    predicted_n: int | Unset = UNSET
+    """ Tokens generated """
+    predicted_ms: float | Unset = UNSET
+    predicted_per_token_ms: float | Unset = UNSET
+    predicted_per_second: float | Unset = UNSET
     draft_n: int | Unset = UNSET
     """ Draft tokens (speculative decoding) """
     draft_n_accepted: int | Unset = UNSET
@@ -35,6 +35,8 @@ class Timings:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        cache_n = self.cache_n
+
         prompt_n = self.prompt_n
 
         prompt_ms = self.prompt_ms
@@ -51,28 +53,31 @@ class Timings:
 
         predicted_per_second = self.predicted_per_second
 
-        cache_n = self.cache_n
-
         draft_n = self.draft_n
 
         draft_n_accepted = self.draft_n_accepted
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "prompt_n": prompt_n,
-                "prompt_ms": prompt_ms,
-                "prompt_per_token_ms": prompt_per_token_ms,
-                "prompt_per_second": prompt_per_second,
-                "predicted_n": predicted_n,
-                "predicted_ms": predicted_ms,
-                "predicted_per_token_ms": predicted_per_token_ms,
-                "predicted_per_second": predicted_per_second,
-            }
-        )
+        field_dict.update({})
         if cache_n is not UNSET:
             field_dict["cache_n"] = cache_n
+        if prompt_n is not UNSET:
+            field_dict["prompt_n"] = prompt_n
+        if prompt_ms is not UNSET:
+            field_dict["prompt_ms"] = prompt_ms
+        if prompt_per_token_ms is not UNSET:
+            field_dict["prompt_per_token_ms"] = prompt_per_token_ms
+        if prompt_per_second is not UNSET:
+            field_dict["prompt_per_second"] = prompt_per_second
+        if predicted_n is not UNSET:
+            field_dict["predicted_n"] = predicted_n
+        if predicted_ms is not UNSET:
+            field_dict["predicted_ms"] = predicted_ms
+        if predicted_per_token_ms is not UNSET:
+            field_dict["predicted_per_token_ms"] = predicted_per_token_ms
+        if predicted_per_second is not UNSET:
+            field_dict["predicted_per_second"] = predicted_per_second
         if draft_n is not UNSET:
             field_dict["draft_n"] = draft_n
         if draft_n_accepted is not UNSET:
@@ -83,29 +88,30 @@ class Timings:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        prompt_n = d.pop("prompt_n")
-
-        prompt_ms = d.pop("prompt_ms")
-
-        prompt_per_token_ms = d.pop("prompt_per_token_ms")
-
-        prompt_per_second = d.pop("prompt_per_second")
-
-        predicted_n = d.pop("predicted_n")
-
-        predicted_ms = d.pop("predicted_ms")
-
-        predicted_per_token_ms = d.pop("predicted_per_token_ms")
-
-        predicted_per_second = d.pop("predicted_per_second")
-
         cache_n = d.pop("cache_n", UNSET)
+
+        prompt_n = d.pop("prompt_n", UNSET)
+
+        prompt_ms = d.pop("prompt_ms", UNSET)
+
+        prompt_per_token_ms = d.pop("prompt_per_token_ms", UNSET)
+
+        prompt_per_second = d.pop("prompt_per_second", UNSET)
+
+        predicted_n = d.pop("predicted_n", UNSET)
+
+        predicted_ms = d.pop("predicted_ms", UNSET)
+
+        predicted_per_token_ms = d.pop("predicted_per_token_ms", UNSET)
+
+        predicted_per_second = d.pop("predicted_per_second", UNSET)
 
         draft_n = d.pop("draft_n", UNSET)
 
         draft_n_accepted = d.pop("draft_n_accepted", UNSET)
 
         timings = cls(
+            cache_n=cache_n,
             prompt_n=prompt_n,
             prompt_ms=prompt_ms,
             prompt_per_token_ms=prompt_per_token_ms,
@@ -114,7 +120,6 @@ class Timings:
             predicted_ms=predicted_ms,
             predicted_per_token_ms=predicted_per_token_ms,
             predicted_per_second=predicted_per_second,
-            cache_n=cache_n,
             draft_n=draft_n,
             draft_n_accepted=draft_n_accepted,
         )

@@ -20,9 +20,9 @@ T = TypeVar("T", bound="Usage")
 class Usage:
     """Token counts of a request"""
 
-    completion_tokens: int
-    prompt_tokens: int
-    total_tokens: int
+    completion_tokens: int | Unset = UNSET
+    prompt_tokens: int | Unset = UNSET
+    total_tokens: int | Unset = UNSET
     prompt_tokens_details: UsagePromptTokensDetails | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
@@ -39,13 +39,13 @@ class Usage:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "completion_tokens": completion_tokens,
-                "prompt_tokens": prompt_tokens,
-                "total_tokens": total_tokens,
-            }
-        )
+        field_dict.update({})
+        if completion_tokens is not UNSET:
+            field_dict["completion_tokens"] = completion_tokens
+        if prompt_tokens is not UNSET:
+            field_dict["prompt_tokens"] = prompt_tokens
+        if total_tokens is not UNSET:
+            field_dict["total_tokens"] = total_tokens
         if prompt_tokens_details is not UNSET:
             field_dict["prompt_tokens_details"] = prompt_tokens_details
 
@@ -56,11 +56,11 @@ class Usage:
         from ..models.usage_prompt_tokens_details import UsagePromptTokensDetails  # noqa: PLC0415
 
         d = dict(src_dict)
-        completion_tokens = d.pop("completion_tokens")
+        completion_tokens = d.pop("completion_tokens", UNSET)
 
-        prompt_tokens = d.pop("prompt_tokens")
+        prompt_tokens = d.pop("prompt_tokens", UNSET)
 
-        total_tokens = d.pop("total_tokens")
+        total_tokens = d.pop("total_tokens", UNSET)
 
         _prompt_tokens_details = d.pop("prompt_tokens_details", UNSET)
         prompt_tokens_details: UsagePromptTokensDetails | Unset

@@ -21,9 +21,9 @@ T = TypeVar("T", bound="ChatChunkChoice")
 class ChatChunkChoice:
     """One choice of a chat stream chunk"""
 
-    index: int
     delta: ChatDelta
     """ What a chunk adds to the message (text, or tool-call arguments) """
+    index: int | Unset = UNSET
     logprobs: ChatCompletionLogprobs | None | Unset = UNSET
     finish_reason: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
@@ -31,9 +31,9 @@ class ChatChunkChoice:
     def to_dict(self) -> dict[str, Any]:
         from ..models.chat_completion_logprobs import ChatCompletionLogprobs  # noqa: PLC0415
 
-        index = self.index
-
         delta = self.delta.to_dict()
+
+        index = self.index
 
         logprobs: dict[str, Any] | None | Unset
         if isinstance(self.logprobs, Unset):
@@ -53,10 +53,11 @@ class ChatChunkChoice:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "delta": delta,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
         if finish_reason is not UNSET:
@@ -70,9 +71,9 @@ class ChatChunkChoice:
         from ..models.chat_delta import ChatDelta  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         delta = ChatDelta.from_dict(d.pop("delta"))
+
+        index = d.pop("index", UNSET)
 
         def _parse_logprobs(data: object) -> ChatCompletionLogprobs | None | Unset:
             if data is None:
@@ -101,8 +102,8 @@ class ChatChunkChoice:
         finish_reason = _parse_finish_reason(d.pop("finish_reason", UNSET))
 
         chat_chunk_choice = cls(
-            index=index,
             delta=delta,
+            index=index,
             logprobs=logprobs,
             finish_reason=finish_reason,
         )

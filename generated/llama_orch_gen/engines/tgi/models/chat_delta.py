@@ -20,7 +20,7 @@ T = TypeVar("T", bound="ChatDelta")
 class ChatDelta:
     """What a chunk adds to the message (text, or tool-call arguments)"""
 
-    role: str
+    role: str | Unset = UNSET
     content: None | str | Unset = UNSET
     tool_call_id: None | str | Unset = UNSET
     tool_calls: list[DeltaToolCall] | None | Unset = UNSET
@@ -55,11 +55,9 @@ class ChatDelta:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "role": role,
-            }
-        )
+        field_dict.update({})
+        if role is not UNSET:
+            field_dict["role"] = role
         if content is not UNSET:
             field_dict["content"] = content
         if tool_call_id is not UNSET:
@@ -74,7 +72,7 @@ class ChatDelta:
         from ..models.delta_tool_call import DeltaToolCall  # noqa: PLC0415
 
         d = dict(src_dict)
-        role = d.pop("role")
+        role = d.pop("role", UNSET)
 
         def _parse_content(data: object) -> None | str | Unset:
             if data is None:

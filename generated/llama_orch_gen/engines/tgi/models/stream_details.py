@@ -17,16 +17,18 @@ T = TypeVar("T", bound="StreamDetails")
 class StreamDetails:
     """Details on the final /generate_stream event"""
 
-    finish_reason: FinishReason
+    finish_reason: FinishReason | Unset = UNSET
     """ length (max_new_tokens), eos_token, stop_sequence """
-    generated_tokens: int
-    input_length: int
+    generated_tokens: int | Unset = UNSET
+    input_length: int | Unset = UNSET
     """ Prompt length in tokens """
     seed: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        finish_reason: str = self.finish_reason
+        finish_reason: str | Unset = UNSET
+        if not isinstance(self.finish_reason, Unset):
+            finish_reason = self.finish_reason
 
         generated_tokens = self.generated_tokens
 
@@ -40,13 +42,13 @@ class StreamDetails:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "finish_reason": finish_reason,
-                "generated_tokens": generated_tokens,
-                "input_length": input_length,
-            }
-        )
+        field_dict.update({})
+        if finish_reason is not UNSET:
+            field_dict["finish_reason"] = finish_reason
+        if generated_tokens is not UNSET:
+            field_dict["generated_tokens"] = generated_tokens
+        if input_length is not UNSET:
+            field_dict["input_length"] = input_length
         if seed is not UNSET:
             field_dict["seed"] = seed
 
@@ -55,11 +57,16 @@ class StreamDetails:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        finish_reason = check_finish_reason(d.pop("finish_reason"))
+        _finish_reason = d.pop("finish_reason", UNSET)
+        finish_reason: FinishReason | Unset
+        if isinstance(_finish_reason, Unset):
+            finish_reason = UNSET
+        else:
+            finish_reason = check_finish_reason(_finish_reason)
 
-        generated_tokens = d.pop("generated_tokens")
+        generated_tokens = d.pop("generated_tokens", UNSET)
 
-        input_length = d.pop("input_length")
+        input_length = d.pop("input_length", UNSET)
 
         def _parse_seed(data: object) -> int | None | Unset:
             if data is None:

@@ -24,22 +24,25 @@ class StreamResponse:
 
     """
 
-    index: int
-    """ Position of the token in the output """
     token: Token
     """ A generated token """
-    top_tokens: list[Token] | Unset = UNSET
-    generated_text: None | str | Unset = UNSET
+    generated_text: None | str
     """ Full text, on the final event only """
+    index: int | Unset = UNSET
+    """ Position of the token in the output """
+    top_tokens: list[Token] | Unset = UNSET
     details: None | StreamDetails | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.stream_details import StreamDetails  # noqa: PLC0415
 
-        index = self.index
-
         token = self.token.to_dict()
+
+        generated_text: None | str
+        generated_text = self.generated_text
+
+        index = self.index
 
         top_tokens: list[dict[str, Any]] | Unset = UNSET
         if not isinstance(self.top_tokens, Unset):
@@ -47,12 +50,6 @@ class StreamResponse:
             for top_tokens_item_data in self.top_tokens:
                 top_tokens_item = top_tokens_item_data.to_dict()
                 top_tokens.append(top_tokens_item)
-
-        generated_text: None | str | Unset
-        if isinstance(self.generated_text, Unset):
-            generated_text = UNSET
-        else:
-            generated_text = self.generated_text
 
         details: dict[str, Any] | None | Unset
         if isinstance(self.details, Unset):
@@ -66,14 +63,14 @@ class StreamResponse:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "token": token,
+                "generated_text": generated_text,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if top_tokens is not UNSET:
             field_dict["top_tokens"] = top_tokens
-        if generated_text is not UNSET:
-            field_dict["generated_text"] = generated_text
         if details is not UNSET:
             field_dict["details"] = details
 
@@ -85,9 +82,16 @@ class StreamResponse:
         from ..models.token import Token  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         token = Token.from_dict(d.pop("token"))
+
+        def _parse_generated_text(data: object) -> None | str:
+            if data is None:
+                return data
+            return cast(None | str, data)
+
+        generated_text = _parse_generated_text(d.pop("generated_text"))
+
+        index = d.pop("index", UNSET)
 
         _top_tokens = d.pop("top_tokens", UNSET)
         top_tokens: list[Token] | Unset = UNSET
@@ -97,15 +101,6 @@ class StreamResponse:
                 top_tokens_item = Token.from_dict(top_tokens_item_data)
 
                 top_tokens.append(top_tokens_item)
-
-        def _parse_generated_text(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        generated_text = _parse_generated_text(d.pop("generated_text", UNSET))
 
         def _parse_details(data: object) -> None | StreamDetails | Unset:
             if data is None:
@@ -125,10 +120,10 @@ class StreamResponse:
         details = _parse_details(d.pop("details", UNSET))
 
         stream_response = cls(
-            index=index,
             token=token,
-            top_tokens=top_tokens,
             generated_text=generated_text,
+            index=index,
+            top_tokens=top_tokens,
             details=details,
         )
 

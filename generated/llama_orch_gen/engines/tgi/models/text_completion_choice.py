@@ -16,18 +16,16 @@ T = TypeVar("T", bound="TextCompletionChoice")
 class TextCompletionChoice:
     """One choice of a text completion"""
 
-    index: int
     text: str
-    finish_reason: str
+    index: int | Unset = UNSET
     logprobs: list[float] | None | Unset = UNSET
+    finish_reason: str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        index = self.index
-
         text = self.text
 
-        finish_reason = self.finish_reason
+        index = self.index
 
         logprobs: list[float] | None | Unset
         if isinstance(self.logprobs, Unset):
@@ -38,28 +36,30 @@ class TextCompletionChoice:
         else:
             logprobs = self.logprobs
 
+        finish_reason = self.finish_reason
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "text": text,
-                "finish_reason": finish_reason,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
+        if finish_reason is not UNSET:
+            field_dict["finish_reason"] = finish_reason
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        index = d.pop("index")
-
         text = d.pop("text")
 
-        finish_reason = d.pop("finish_reason")
+        index = d.pop("index", UNSET)
 
         def _parse_logprobs(data: object) -> list[float] | None | Unset:
             if data is None:
@@ -78,11 +78,13 @@ class TextCompletionChoice:
 
         logprobs = _parse_logprobs(d.pop("logprobs", UNSET))
 
+        finish_reason = d.pop("finish_reason", UNSET)
+
         text_completion_choice = cls(
-            index=index,
             text=text,
-            finish_reason=finish_reason,
+            index=index,
             logprobs=logprobs,
+            finish_reason=finish_reason,
         )
 
         text_completion_choice.additional_properties = d

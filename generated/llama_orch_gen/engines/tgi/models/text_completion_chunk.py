@@ -13,6 +13,8 @@ from typing import (
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 if TYPE_CHECKING:
     from ..models.text_completion_choice import TextCompletionChoice
 
@@ -24,15 +26,20 @@ T = TypeVar("T", bound="TextCompletionChunk")
 class TextCompletionChunk:
     """One /v1/completions stream item (object "text_completion", no usage)"""
 
-    id: str
-    object_: Literal["text_completion"]
-    created: int
-    model: str
-    system_fingerprint: str
     choices: list[TextCompletionChoice]
+    id: str | Unset = UNSET
+    object_: Literal["text_completion"] | Unset = UNSET
+    created: int | Unset = UNSET
+    model: str | Unset = UNSET
+    system_fingerprint: str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        choices = []
+        for choices_item_data in self.choices:
+            choices_item = choices_item_data.to_dict()
+            choices.append(choices_item)
+
         id = self.id
 
         object_ = self.object_
@@ -43,23 +50,23 @@ class TextCompletionChunk:
 
         system_fingerprint = self.system_fingerprint
 
-        choices = []
-        for choices_item_data in self.choices:
-            choices_item = choices_item_data.to_dict()
-            choices.append(choices_item)
-
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
-                "object": object_,
-                "created": created,
-                "model": model,
-                "system_fingerprint": system_fingerprint,
                 "choices": choices,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if object_ is not UNSET:
+            field_dict["object"] = object_
+        if created is not UNSET:
+            field_dict["created"] = created
+        if model is not UNSET:
+            field_dict["model"] = model
+        if system_fingerprint is not UNSET:
+            field_dict["system_fingerprint"] = system_fingerprint
 
         return field_dict
 
@@ -68,18 +75,6 @@ class TextCompletionChunk:
         from ..models.text_completion_choice import TextCompletionChoice  # noqa: PLC0415
 
         d = dict(src_dict)
-        id = d.pop("id")
-
-        object_ = cast(Literal["text_completion"], d.pop("object"))
-        if object_ != "text_completion":
-            raise ValueError(f"object must match const 'text_completion', got '{object_}'")
-
-        created = d.pop("created")
-
-        model = d.pop("model")
-
-        system_fingerprint = d.pop("system_fingerprint")
-
         choices = []
         _choices = d.pop("choices")
         for choices_item_data in _choices:
@@ -87,13 +82,25 @@ class TextCompletionChunk:
 
             choices.append(choices_item)
 
+        id = d.pop("id", UNSET)
+
+        object_ = cast(Literal["text_completion"] | Unset, d.pop("object", UNSET))
+        if object_ != "text_completion" and not isinstance(object_, Unset):
+            raise ValueError(f"object must match const 'text_completion', got '{object_}'")
+
+        created = d.pop("created", UNSET)
+
+        model = d.pop("model", UNSET)
+
+        system_fingerprint = d.pop("system_fingerprint", UNSET)
+
         text_completion_chunk = cls(
+            choices=choices,
             id=id,
             object_=object_,
             created=created,
             model=model,
             system_fingerprint=system_fingerprint,
-            choices=choices,
         )
 
         text_completion_chunk.additional_properties = d

@@ -7,6 +7,8 @@ from typing import Any, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 T = TypeVar("T", bound="Token")
 
 
@@ -14,20 +16,23 @@ T = TypeVar("T", bound="Token")
 class Token:
     """A generated token"""
 
-    id: int
     text: str
-    logprob: float | None
-    special: bool
+    id: int | Unset = UNSET
+    logprob: float | None | Unset = UNSET
+    special: bool | Unset = UNSET
     """ Special token (skip when concatenating text) """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        id = self.id
-
         text = self.text
 
-        logprob: float | None
-        logprob = self.logprob
+        id = self.id
+
+        logprob: float | None | Unset
+        if isinstance(self.logprob, Unset):
+            logprob = UNSET
+        else:
+            logprob = self.logprob
 
         special = self.special
 
@@ -35,34 +40,39 @@ class Token:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
                 "text": text,
-                "logprob": logprob,
-                "special": special,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if logprob is not UNSET:
+            field_dict["logprob"] = logprob
+        if special is not UNSET:
+            field_dict["special"] = special
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        id = d.pop("id")
-
         text = d.pop("text")
 
-        def _parse_logprob(data: object) -> float | None:
+        id = d.pop("id", UNSET)
+
+        def _parse_logprob(data: object) -> float | None | Unset:
             if data is None:
                 return data
-            return cast(float | None, data)
+            if isinstance(data, Unset):
+                return data
+            return cast(float | None | Unset, data)
 
-        logprob = _parse_logprob(d.pop("logprob"))
+        logprob = _parse_logprob(d.pop("logprob", UNSET))
 
-        special = d.pop("special")
+        special = d.pop("special", UNSET)
 
         token = cls(
-            id=id,
             text=text,
+            id=id,
             logprob=logprob,
             special=special,
         )

@@ -7,6 +7,8 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 T = TypeVar("T", bound="Usage")
 
 
@@ -14,9 +16,9 @@ T = TypeVar("T", bound="Usage")
 class Usage:
     """Token counts"""
 
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
+    prompt_tokens: int | Unset = UNSET
+    completion_tokens: int | Unset = UNSET
+    total_tokens: int | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -28,24 +30,24 @@ class Usage:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "prompt_tokens": prompt_tokens,
-                "completion_tokens": completion_tokens,
-                "total_tokens": total_tokens,
-            }
-        )
+        field_dict.update({})
+        if prompt_tokens is not UNSET:
+            field_dict["prompt_tokens"] = prompt_tokens
+        if completion_tokens is not UNSET:
+            field_dict["completion_tokens"] = completion_tokens
+        if total_tokens is not UNSET:
+            field_dict["total_tokens"] = total_tokens
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        prompt_tokens = d.pop("prompt_tokens")
+        prompt_tokens = d.pop("prompt_tokens", UNSET)
 
-        completion_tokens = d.pop("completion_tokens")
+        completion_tokens = d.pop("completion_tokens", UNSET)
 
-        total_tokens = d.pop("total_tokens")
+        total_tokens = d.pop("total_tokens", UNSET)
 
         usage = cls(
             prompt_tokens=prompt_tokens,

@@ -19,12 +19,12 @@ class GenerateResponse:
 
     """
 
-    model_name: str
-    model_version: str
+    text_output: list[str] | str
+    """ Generated text; an array when several sequences come back (beam_width or num_return_sequences > 1) """
     id: str | Unset = UNSET
     """ The request id, when one was sent """
-    text_output: list[str] | str | Unset = UNSET
-    """ Generated text; an array when several sequences come back (beam_width or num_return_sequences > 1) """
+    model_name: str | Unset = UNSET
+    model_version: str | Unset = UNSET
     cum_log_probs: Any | Unset = UNSET
     """ An output tensor in any shape; one-element tensors are unwrapped to a scalar, others are (nested) arrays """
     output_log_probs: Any | Unset = UNSET
@@ -44,20 +44,18 @@ class GenerateResponse:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        model_name = self.model_name
-
-        model_version = self.model_version
-
-        id = self.id
-
-        text_output: list[str] | str | Unset
-        if isinstance(self.text_output, Unset):
-            text_output = UNSET
-        elif isinstance(self.text_output, list):
+        text_output: list[str] | str
+        if isinstance(self.text_output, list):
             text_output = self.text_output
 
         else:
             text_output = self.text_output
+
+        id = self.id
+
+        model_name = self.model_name
+
+        model_version = self.model_version
 
         cum_log_probs = self.cum_log_probs
 
@@ -107,14 +105,15 @@ class GenerateResponse:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "model_name": model_name,
-                "model_version": model_version,
+                "text_output": text_output,
             }
         )
         if id is not UNSET:
             field_dict["id"] = id
-        if text_output is not UNSET:
-            field_dict["text_output"] = text_output
+        if model_name is not UNSET:
+            field_dict["model_name"] = model_name
+        if model_version is not UNSET:
+            field_dict["model_version"] = model_version
         if cum_log_probs is not UNSET:
             field_dict["cum_log_probs"] = cum_log_probs
         if output_log_probs is not UNSET:
@@ -137,15 +136,8 @@ class GenerateResponse:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        model_name = d.pop("model_name")
 
-        model_version = d.pop("model_version")
-
-        id = d.pop("id", UNSET)
-
-        def _parse_text_output(data: object) -> list[str] | str | Unset:
-            if isinstance(data, Unset):
-                return data
+        def _parse_text_output(data: object) -> list[str] | str:
             try:
                 if not isinstance(data, list):
                     raise TypeError()
@@ -154,9 +146,15 @@ class GenerateResponse:
                 return text_output_type_1
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(list[str] | str | Unset, data)
+            return cast(list[str] | str, data)
 
-        text_output = _parse_text_output(d.pop("text_output", UNSET))
+        text_output = _parse_text_output(d.pop("text_output"))
+
+        id = d.pop("id", UNSET)
+
+        model_name = d.pop("model_name", UNSET)
+
+        model_version = d.pop("model_version", UNSET)
 
         cum_log_probs = d.pop("cum_log_probs", UNSET)
 
@@ -227,10 +225,10 @@ class GenerateResponse:
         num_output_tokens = _parse_num_output_tokens(d.pop("num_output_tokens", UNSET))
 
         generate_response = cls(
+            text_output=text_output,
+            id=id,
             model_name=model_name,
             model_version=model_version,
-            id=id,
-            text_output=text_output,
             cum_log_probs=cum_log_probs,
             output_log_probs=output_log_probs,
             context_logits=context_logits,

@@ -21,9 +21,9 @@ T = TypeVar("T", bound="ChatChunkChoice")
 class ChatChunkChoice:
     """One choice of a chat stream chunk"""
 
-    index: int
     delta: ChatDelta
     """ What a chunk adds to the message (`tool_calls` left out when empty) """
+    index: int | Unset = UNSET
     logprobs: ChatChunkChoiceLogprobsType0 | None | Unset = UNSET
     finish_reason: None | str | Unset = UNSET
     stop_reason: int | None | str | Unset = UNSET
@@ -36,9 +36,9 @@ class ChatChunkChoice:
             ChatChunkChoiceLogprobsType0,  # noqa: PLC0415
         )
 
-        index = self.index
-
         delta = self.delta.to_dict()
+
+        index = self.index
 
         logprobs: dict[str, Any] | None | Unset
         if isinstance(self.logprobs, Unset):
@@ -73,10 +73,11 @@ class ChatChunkChoice:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "delta": delta,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
         if finish_reason is not UNSET:
@@ -96,9 +97,9 @@ class ChatChunkChoice:
         from ..models.chat_delta import ChatDelta  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         delta = ChatDelta.from_dict(d.pop("delta"))
+
+        index = d.pop("index", UNSET)
 
         def _parse_logprobs(data: object) -> ChatChunkChoiceLogprobsType0 | None | Unset:
             if data is None:
@@ -153,8 +154,8 @@ class ChatChunkChoice:
         token_ids = _parse_token_ids(d.pop("token_ids", UNSET))
 
         chat_chunk_choice = cls(
-            index=index,
             delta=delta,
+            index=index,
             logprobs=logprobs,
             finish_reason=finish_reason,
             stop_reason=stop_reason,

@@ -27,17 +27,22 @@ T = TypeVar("T", bound="ChatCompletionChunk")
 class ChatCompletionChunk:
     """One item of the /v1/chat/completions stream; the usage chunk has `choices: []`"""
 
-    id: str
-    object_: Literal["chat.completion.chunk"]
-    created: int
-    model: str
     choices: list[ChatChunkChoice]
+    id: str | Unset = UNSET
+    object_: Literal["chat.completion.chunk"] | Unset = UNSET
+    created: int | Unset = UNSET
+    model: str | Unset = UNSET
     usage: None | Unset | Usage = UNSET
     system_fingerprint: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         from ..models.usage import Usage  # noqa: PLC0415
+
+        choices = []
+        for choices_item_data in self.choices:
+            choices_item = choices_item_data.to_dict()
+            choices.append(choices_item)
 
         id = self.id
 
@@ -46,11 +51,6 @@ class ChatCompletionChunk:
         created = self.created
 
         model = self.model
-
-        choices = []
-        for choices_item_data in self.choices:
-            choices_item = choices_item_data.to_dict()
-            choices.append(choices_item)
 
         usage: dict[str, Any] | None | Unset
         if isinstance(self.usage, Unset):
@@ -70,13 +70,17 @@ class ChatCompletionChunk:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
-                "object": object_,
-                "created": created,
-                "model": model,
                 "choices": choices,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if object_ is not UNSET:
+            field_dict["object"] = object_
+        if created is not UNSET:
+            field_dict["created"] = created
+        if model is not UNSET:
+            field_dict["model"] = model
         if usage is not UNSET:
             field_dict["usage"] = usage
         if system_fingerprint is not UNSET:
@@ -90,22 +94,22 @@ class ChatCompletionChunk:
         from ..models.usage import Usage  # noqa: PLC0415
 
         d = dict(src_dict)
-        id = d.pop("id")
-
-        object_ = cast(Literal["chat.completion.chunk"], d.pop("object"))
-        if object_ != "chat.completion.chunk":
-            raise ValueError(f"object must match const 'chat.completion.chunk', got '{object_}'")
-
-        created = d.pop("created")
-
-        model = d.pop("model")
-
         choices = []
         _choices = d.pop("choices")
         for choices_item_data in _choices:
             choices_item = ChatChunkChoice.from_dict(choices_item_data)
 
             choices.append(choices_item)
+
+        id = d.pop("id", UNSET)
+
+        object_ = cast(Literal["chat.completion.chunk"] | Unset, d.pop("object", UNSET))
+        if object_ != "chat.completion.chunk" and not isinstance(object_, Unset):
+            raise ValueError(f"object must match const 'chat.completion.chunk', got '{object_}'")
+
+        created = d.pop("created", UNSET)
+
+        model = d.pop("model", UNSET)
 
         def _parse_usage(data: object) -> None | Unset | Usage:
             if data is None:
@@ -134,11 +138,11 @@ class ChatCompletionChunk:
         system_fingerprint = _parse_system_fingerprint(d.pop("system_fingerprint", UNSET))
 
         chat_completion_chunk = cls(
+            choices=choices,
             id=id,
             object_=object_,
             created=created,
             model=model,
-            choices=choices,
             usage=usage,
             system_fingerprint=system_fingerprint,
         )

@@ -31,11 +31,11 @@ class CompletionChunk:
 
     """
 
-    id: str
-    object_: Literal["text_completion"]
-    created: int
-    model: str
     choices: list[CompletionChunkChoice]
+    id: str | Unset = UNSET
+    object_: Literal["text_completion"] | Unset = UNSET
+    created: int | Unset = UNSET
+    model: str | Unset = UNSET
     usage: None | Unset | Usage = UNSET
     system_fingerprint: None | str | Unset = UNSET
     metrics: CompletionChunkMetricsType0 | None | Unset = UNSET
@@ -45,6 +45,11 @@ class CompletionChunk:
         from ..models.completion_chunk_metrics_type_0 import CompletionChunkMetricsType0  # noqa: PLC0415
         from ..models.usage import Usage  # noqa: PLC0415
 
+        choices = []
+        for choices_item_data in self.choices:
+            choices_item = choices_item_data.to_dict()
+            choices.append(choices_item)
+
         id = self.id
 
         object_ = self.object_
@@ -52,11 +57,6 @@ class CompletionChunk:
         created = self.created
 
         model = self.model
-
-        choices = []
-        for choices_item_data in self.choices:
-            choices_item = choices_item_data.to_dict()
-            choices.append(choices_item)
 
         usage: dict[str, Any] | None | Unset
         if isinstance(self.usage, Unset):
@@ -84,13 +84,17 @@ class CompletionChunk:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
-                "object": object_,
-                "created": created,
-                "model": model,
                 "choices": choices,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if object_ is not UNSET:
+            field_dict["object"] = object_
+        if created is not UNSET:
+            field_dict["created"] = created
+        if model is not UNSET:
+            field_dict["model"] = model
         if usage is not UNSET:
             field_dict["usage"] = usage
         if system_fingerprint is not UNSET:
@@ -107,22 +111,22 @@ class CompletionChunk:
         from ..models.usage import Usage  # noqa: PLC0415
 
         d = dict(src_dict)
-        id = d.pop("id")
-
-        object_ = cast(Literal["text_completion"], d.pop("object"))
-        if object_ != "text_completion":
-            raise ValueError(f"object must match const 'text_completion', got '{object_}'")
-
-        created = d.pop("created")
-
-        model = d.pop("model")
-
         choices = []
         _choices = d.pop("choices")
         for choices_item_data in _choices:
             choices_item = CompletionChunkChoice.from_dict(choices_item_data)
 
             choices.append(choices_item)
+
+        id = d.pop("id", UNSET)
+
+        object_ = cast(Literal["text_completion"] | Unset, d.pop("object", UNSET))
+        if object_ != "text_completion" and not isinstance(object_, Unset):
+            raise ValueError(f"object must match const 'text_completion', got '{object_}'")
+
+        created = d.pop("created", UNSET)
+
+        model = d.pop("model", UNSET)
 
         def _parse_usage(data: object) -> None | Unset | Usage:
             if data is None:
@@ -168,11 +172,11 @@ class CompletionChunk:
         metrics = _parse_metrics(d.pop("metrics", UNSET))
 
         completion_chunk = cls(
+            choices=choices,
             id=id,
             object_=object_,
             created=created,
             model=model,
-            choices=choices,
             usage=usage,
             system_fingerprint=system_fingerprint,
             metrics=metrics,

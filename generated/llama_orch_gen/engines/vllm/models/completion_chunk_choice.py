@@ -20,8 +20,8 @@ T = TypeVar("T", bound="CompletionChunkChoice")
 class CompletionChunkChoice:
     """One choice of a stream chunk (unset keys are left out)"""
 
-    index: int
     text: str
+    index: int | Unset = UNSET
     logprobs: CompletionLogprobs | None | Unset = UNSET
     finish_reason: None | str | Unset = UNSET
     """ Set on the terminal choice chunk """
@@ -33,9 +33,9 @@ class CompletionChunkChoice:
     def to_dict(self) -> dict[str, Any]:
         from ..models.completion_logprobs import CompletionLogprobs  # noqa: PLC0415
 
-        index = self.index
-
         text = self.text
+
+        index = self.index
 
         logprobs: dict[str, Any] | None | Unset
         if isinstance(self.logprobs, Unset):
@@ -70,10 +70,11 @@ class CompletionChunkChoice:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "index": index,
                 "text": text,
             }
         )
+        if index is not UNSET:
+            field_dict["index"] = index
         if logprobs is not UNSET:
             field_dict["logprobs"] = logprobs
         if finish_reason is not UNSET:
@@ -90,9 +91,9 @@ class CompletionChunkChoice:
         from ..models.completion_logprobs import CompletionLogprobs  # noqa: PLC0415
 
         d = dict(src_dict)
-        index = d.pop("index")
-
         text = d.pop("text")
+
+        index = d.pop("index", UNSET)
 
         def _parse_logprobs(data: object) -> CompletionLogprobs | None | Unset:
             if data is None:
@@ -147,8 +148,8 @@ class CompletionChunkChoice:
         token_ids = _parse_token_ids(d.pop("token_ids", UNSET))
 
         completion_chunk_choice = cls(
-            index=index,
             text=text,
+            index=index,
             logprobs=logprobs,
             finish_reason=finish_reason,
             stop_reason=stop_reason,

@@ -23,8 +23,8 @@ T = TypeVar("T", bound="Usage")
 class Usage:
     """Token counts"""
 
-    prompt_tokens: int
-    total_tokens: int
+    prompt_tokens: int | Unset = UNSET
+    total_tokens: int | Unset = UNSET
     completion_tokens: int | None | Unset = UNSET
     prompt_tokens_details: None | Unset | UsagePromptTokensDetailsType0 = UNSET
     completion_tokens_details: None | Unset | UsageCompletionTokensDetailsType0 = UNSET
@@ -66,12 +66,11 @@ class Usage:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "prompt_tokens": prompt_tokens,
-                "total_tokens": total_tokens,
-            }
-        )
+        field_dict.update({})
+        if prompt_tokens is not UNSET:
+            field_dict["prompt_tokens"] = prompt_tokens
+        if total_tokens is not UNSET:
+            field_dict["total_tokens"] = total_tokens
         if completion_tokens is not UNSET:
             field_dict["completion_tokens"] = completion_tokens
         if prompt_tokens_details is not UNSET:
@@ -91,9 +90,9 @@ class Usage:
         )
 
         d = dict(src_dict)
-        prompt_tokens = d.pop("prompt_tokens")
+        prompt_tokens = d.pop("prompt_tokens", UNSET)
 
-        total_tokens = d.pop("total_tokens")
+        total_tokens = d.pop("total_tokens", UNSET)
 
         def _parse_completion_tokens(data: object) -> int | None | Unset:
             if data is None:

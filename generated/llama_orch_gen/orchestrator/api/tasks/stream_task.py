@@ -77,7 +77,10 @@ def sync_detailed(
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
 
     Args:
@@ -109,7 +112,10 @@ def sync(
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
 
     Args:
@@ -136,7 +142,10 @@ async def asyncio_detailed(
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
 
     Args:
@@ -166,7 +175,10 @@ async def asyncio(
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. The stream may be opened after submit;
+     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
+    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
+    standard
+    says so). The stream may be opened after submit;
     events are held until then for a bounded time. Closing the connection cancels the task.
 
     Args:
