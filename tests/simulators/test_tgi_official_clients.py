@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import requests
 import text_generation
-from huggingface_hub import InferenceClient
+from huggingface_hub import AsyncInferenceClient, InferenceClient
 from huggingface_hub import errors as hf_errors
 from llama_orch_gen.engines.tgi import AuthenticatedClient
 from llama_orch_gen.engines.tgi import wire as w
@@ -224,6 +224,31 @@ def test_inference_client_errors() -> None:
         with pytest.raises(hf_errors.GenerationError):
             client.text_generation("Hi")
         assert client.text_generation("Hi")  # the faults are spent
+
+
+def test_inference_client_validation_errors() -> None:
+    with tgi() as (url, _):
+        client = InferenceClient(model=url, timeout=10)
+        with pytest.raises(hf_errors.ValidationError, match="temperature"):
+            client.text_generation("Hi", temperature=0.0)
+        with pytest.raises(hf_errors.ValidationError, match="max_new_tokens"):  # inside the stream, as TGI does
+            list(client.text_generation("Hi", max_new_tokens=0, stream=True))
+
+
+async def test_async_clients() -> None:
+    with tgi() as (url, _):
+        answer = await text_generation.AsyncClient(url, timeout=10).generate("Hello", max_new_tokens=3, seed=6)
+        events = [e async for e in text_generation.AsyncClient(url, timeout=10).generate_stream("Hello", seed=6)]
+        async with AsyncInferenceClient(model=url, timeout=10) as client:
+            chunks = [
+                c
+                async for c in await client.chat_completion(
+                    CHAT, max_tokens=3, stream=True, stream_options={"include_usage": True}
+                )
+            ]
+    assert answer.details.finish_reason is FinishReason.Length
+    assert events[-1].generated_text is not None and events[-1].generated_text.startswith(answer.generated_text)
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
 def test_inference_client_chat_overload_is_an_http_429() -> None:

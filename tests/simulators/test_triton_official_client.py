@@ -13,6 +13,7 @@ from contextlib import contextmanager
 import numpy as np
 import pytest
 import tritonclient.http as triton
+import tritonclient.http.aio as triton_aio
 from llama_orch_gen.engines.triton import Client
 from llama_orch_gen.engines.triton.api.inference import infer
 from llama_orch_gen.engines.triton.api.metadata import model_config
@@ -159,3 +160,16 @@ def test_stall_times_out_and_reset_fails_the_call() -> None:
             client.infer(MODEL, _inputs(["Hi"], 3))
         with pytest.raises(http.client.HTTPException, match="Incomplete response"):
             client.infer(MODEL, _inputs(["Hi"], 3))
+
+
+async def test_asyncio_client() -> None:
+    recorder = Recorder(ENGINES["triton"](SimulatorConfig(tokens=TOKENS)))
+    with serve_asgi(recorder) as url:
+        client = triton_aio.InferenceServerClient(url.removeprefix("http://"))
+        try:
+            result = await client.infer(MODEL, _inputs(["Hello"], 2, exclude_input=True))
+            config = await client.get_model_config(MODEL)
+        finally:
+            await client.close()
+    assert result.as_numpy("num_output_tokens").tolist() == [[2]] and len(_texts(result)[0]) > 0
+    assert config["name"] == MODEL

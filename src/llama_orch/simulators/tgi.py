@@ -68,8 +68,16 @@ def _refused(fault: Fault | None) -> Response | None:
     return JSONResponse(_error(kind), status, headers=headers)
 
 
-def _validation(message: str) -> Response:
-    return JSONResponse({"error": f"Input validation error: {message}", "error_type": "validation"}, 422)
+def _invalid(parameters: dict[str, Any]) -> dict[str, str] | None:
+    """The validation error TGI's router gives these parameters (a subset of its checks), or None."""
+    temperature, limit = parameters.get("temperature"), parameters.get("max_new_tokens")
+    if isinstance(temperature, int | float) and temperature <= 0:
+        message = "`temperature` must be strictly positive"
+    elif isinstance(limit, int) and limit <= 0:
+        message = "`max_new_tokens` must be strictly positive"
+    else:
+        return None
+    return {"error": f"Input validation error: {message}", "error_type": "validation"}
 
 
 def _finish(generation: Generation) -> str:
@@ -83,7 +91,7 @@ def _usage(generation: Generation, generated: int) -> dict[str, int]:
 
 
 class _Stream:
-    def __init__(self, generation: Generation, seed: int | None, details: bool, refused: str | None) -> None:
+    def __init__(self, generation: Generation, seed: int | None, details: bool, refused: dict[str, str] | None) -> None:
         self.generation, self.seed, self.details = generation, seed, details
         self.refused = refused  # a refusal answered in the stream instead of tokens
 
@@ -119,7 +127,7 @@ class _Stream:
         return sse(PREFIX, self._event(n + 1, EOS, special=True, **self._result("eos_token", n + 1)))
 
     def error(self) -> bytes:
-        return sse(PREFIX, _error(self.refused or "generation"))
+        return sse(PREFIX, self.refused or _error("generation"))
 
 
 class _Messages:
@@ -201,8 +209,10 @@ class Simulator:
 
     def _stream(self, body: dict[str, Any], generation: Generation) -> Response:
         parameters = body.get("parameters") or {}
-        fault = self.state.faults.take()
-        refused = _ERROR_TYPES[fault.kind] if fault is not None and fault.kind in REFUSALS else None
+        refused = _invalid(parameters)
+        fault = None if refused else self.state.faults.take()
+        if fault is not None and fault.kind in REFUSALS:
+            refused = _error(_ERROR_TYPES[fault.kind])
         if refused is not None:  # answered in the stream, before any token
             fault = Fault(FaultKind.IN_STREAM_ERROR, after_tokens=0)
         shape = _Stream(generation, parameters.get("seed"), parameters.get("details") is True, refused)
@@ -234,9 +244,9 @@ class Simulator:
 
     def _answer(self, body: dict[str, Any], generation: Generation, as_list: bool) -> Response:
         parameters = body.get("parameters") or {}
-        temperature = parameters.get("temperature")
-        if isinstance(temperature, int | float) and temperature <= 0:
-            return _validation("`temperature` must be strictly positive")
+        invalid = _invalid(parameters)
+        if invalid is not None:
+            return JSONResponse(invalid, 422)
         fault = self.state.faults.take()
         refused = _refused(fault)
         if refused is not None:
