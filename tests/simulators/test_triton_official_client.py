@@ -132,6 +132,16 @@ def test_infer_with_json_tensors_parses_like_the_generated_client() -> None:
     assert ours.outputs[0].data == _texts(result)
 
 
+def test_versioned_routes() -> None:
+    with server() as (client, _):
+        assert client.is_model_ready(MODEL, model_version="1")
+        assert client.get_model_metadata(MODEL, model_version="1")["name"] == MODEL
+        assert client.get_model_config(MODEL, model_version="1")["name"] == MODEL
+        assert _texts(client.infer(MODEL, _inputs(["Hi"], 2, exclude_input=True), model_version="1"))[0]
+        with pytest.raises(InferenceServerException, match="version 2"):
+            client.infer(MODEL, _inputs(["Hi"], 2), model_version="2")
+
+
 def test_errors_are_json_with_the_status() -> None:
     with server() as (client, _):
         with pytest.raises(InferenceServerException) as unknown:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from starlette.applications import Starlette
@@ -218,13 +219,17 @@ class Simulator:
         self.model = config.model or "ensemble"
         self.state = EngineState(config)
 
-    def _unknown(self, model: str) -> Response | None:
-        if model == self.model:
-            return None
-        return error(400, f"Request for unknown model: '{model}' is not found")
+    def _unknown(self, request: Request) -> Response | None:
+        """Triton's error for a model (or version: only 1 exists) it does not serve, else None."""
+        model, version = request.path_params["model"], request.path_params.get("version")
+        if model != self.model:
+            return error(400, f"Request for unknown model: '{model}' is not found")
+        if version not in (None, 1):
+            return error(400, f"Request for unknown model: '{model}' version {version} is not found")
+        return None
 
     async def _generate(self, request: Request, stream: bool) -> Response:
-        unknown = self._unknown(request.path_params["model"])
+        unknown = self._unknown(request)
         if unknown is not None:
             return unknown
         body = await read_object(request)
@@ -268,7 +273,7 @@ class Simulator:
         return Response(status_code=200 if self._ready() else 400)
 
     async def model_ready(self, request: Request) -> Response:
-        unknown = self._unknown(request.path_params["model"])
+        unknown = self._unknown(request)
         if unknown is not None:
             return unknown
         return Response() if self._ready() else error(400, "Model version not ready")
@@ -278,7 +283,7 @@ class Simulator:
         return JSONResponse({"name": "triton", "version": VERSION, "extensions": extensions})
 
     async def metadata(self, request: Request) -> Response:
-        unknown = self._unknown(request.path_params["model"])
+        unknown = self._unknown(request)
         if unknown is not None:
             return unknown
         # A batching model's shapes lead with the batch dimension, -1.
@@ -289,7 +294,7 @@ class Simulator:
         )
 
     async def model_config(self, request: Request) -> Response:
-        unknown = self._unknown(request.path_params["model"])
+        unknown = self._unknown(request)
         if unknown is not None:
             return unknown
         inputs = [
@@ -332,7 +337,7 @@ class Simulator:
 
     async def infer(self, request: Request) -> Response:
         model = request.path_params["model"]
-        unknown = self._unknown(model)
+        unknown = self._unknown(request)
         if unknown is not None:
             return unknown
         raw = await request.body()
@@ -410,18 +415,27 @@ async def _method_not_allowed(request: Request, exc: Exception) -> Response:
 
 def create_app(config: SimulatorConfig) -> ASGIApp:
     sim = Simulator(config)
+    per_model: list[tuple[str, Callable[[Request], Awaitable[Response]], list[str]]] = [
+        ("", sim.metadata, ["GET"]),
+        ("/ready", sim.model_ready, ["GET"]),
+        ("/config", sim.model_config, ["GET"]),
+        ("/infer", sim.infer, ["POST"]),
+        ("/generate", sim.generate, ["POST"]),
+        ("/generate_stream", sim.generate_stream, ["POST"]),
+    ]
+    # Each model route also exists for one version (`{v}` is numeric); without it the version policy picks "1".
+    models = [
+        Route(prefix + suffix, handler, methods=methods)
+        for prefix in ("/v2/models/{model}", "/v2/models/{model}/versions/{version:int}")
+        for suffix, handler, methods in per_model
+    ]
     return Starlette(
         routes=[
             Route("/v2", sim.server),
             Route("/v2/health/live", sim.live),
             Route("/v2/health/ready", sim.ready),
             Route("/v2/repository/index", sim.repository_index, methods=["POST"]),
-            Route("/v2/models/{model}", sim.metadata),
-            Route("/v2/models/{model}/ready", sim.model_ready),
-            Route("/v2/models/{model}/config", sim.model_config),
-            Route("/v2/models/{model}/infer", sim.infer, methods=["POST"]),
-            Route("/v2/models/{model}/generate", sim.generate, methods=["POST"]),
-            Route("/v2/models/{model}/generate_stream", sim.generate_stream, methods=["POST"]),
+            *models,
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},
     )
