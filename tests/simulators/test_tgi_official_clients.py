@@ -176,10 +176,14 @@ def test_inference_client_text_generation_stream() -> None:
         client = InferenceClient(model=url, timeout=10)
         pieces = list(client.text_generation("Once upon a time", max_new_tokens=4, seed=9, stream=True))
         events = list(client.text_generation("Once upon a time", max_new_tokens=4, seed=9, stream=True, details=True))
+        full = list(
+            client.text_generation("Once", max_new_tokens=4, seed=9, stream=True, details=True, return_full_text=True)
+        )
     assert all(isinstance(p, str) for p in pieces) and len(pieces) == 4
     final = events[-1]
     assert final.details is not None and final.details.finish_reason == "length"
     assert final.details.generated_tokens == 4 and final.generated_text == "".join(pieces)
+    assert full[-1].generated_text == "Once" + "".join(e.token.text for e in full)
 
 
 def test_inference_client_chat_completion_with_usage() -> None:

@@ -14,6 +14,9 @@ Faults (`Fault.kind`), per generation request (`times` of them, then the engine 
     malformed        a chunk that is not JSON after `after_tokens` tokens, then the body ends
     in_stream_error  the engine's in-stream error item after `after_tokens` tokens, then the body ends
     truncated        the body ends after `after_tokens` tokens without the engine's terminal chunk
+
+A non-streamed answer (`one_shot`) takes the same faults: a stall holds it back, reset/malformed/truncated drop the
+connection halfway through its body.
 """
 
 from __future__ import annotations
@@ -44,9 +47,9 @@ __all__ = [
     "generate",
     "one_shot",
     "prompt_pieces",
-    "stop_at",
     "read_object",
     "refusal",
+    "stop_at",
 ]
 
 

@@ -80,6 +80,12 @@ def _invalid(parameters: dict[str, Any]) -> dict[str, str] | None:
     return {"error": f"Input validation error: {message}", "error_type": "validation"}
 
 
+def _generated_text(body: dict[str, Any], generation: Generation) -> str:
+    """The result's text: with the prompt before it when `parameters.return_full_text`."""
+    full = (body.get("parameters") or {}).get("return_full_text") is True
+    return body["inputs"] + generation.text if full else generation.text
+
+
 def _finish(generation: Generation) -> str:
     """TGI's finish reason (the Messages API says "stop" for both eos_token and stop_sequence)."""
     return "stop_sequence" if generation.stopped else "length" if generation.limited else "eos_token"
@@ -91,8 +97,10 @@ def _usage(generation: Generation, generated: int) -> dict[str, int]:
 
 
 class _Stream:
-    def __init__(self, generation: Generation, seed: int | None, details: bool, refused: dict[str, str] | None) -> None:
-        self.generation, self.seed, self.details = generation, seed, details
+    def __init__(self, body: dict[str, Any], generation: Generation, refused: dict[str, str] | None) -> None:
+        parameters = body.get("parameters") or {}
+        self.generation, self.seed, self.details = generation, parameters.get("seed"), parameters.get("details") is True
+        self.text = _generated_text(body, generation)
         self.refused = refused  # a refusal answered in the stream instead of tokens
 
     def _event(self, index: int, token: tuple[int, str], special: bool = False, **final: Any) -> dict[str, Any]:
@@ -117,7 +125,7 @@ class _Stream:
             "seed": self.seed,
             "input_length": self.generation.prompt_tokens,
         }
-        return {"generated_text": self.generation.text, "details": details if self.details else None}
+        return {"generated_text": self.text, "details": details if self.details else None}
 
     def final(self) -> bytes:
         g = self.generation
@@ -215,7 +223,7 @@ class Simulator:
             refused = _error(_ERROR_TYPES[fault.kind])
         if refused is not None:  # answered in the stream, before any token
             fault = Fault(FaultKind.IN_STREAM_ERROR, after_tokens=0)
-        shape = _Stream(generation, parameters.get("seed"), parameters.get("details") is True, refused)
+        shape = _Stream(body, generation, refused)
         return SimulatorStream(
             shape,
             generation,
@@ -252,10 +260,7 @@ class Simulator:
         if refused is not None:
             return refused
         self.state.begin(generation)()
-        text = generation.text
-        if parameters.get("return_full_text") is True:
-            text = body["inputs"] + text
-        result: dict[str, Any] = {"generated_text": text}
+        result: dict[str, Any] = {"generated_text": _generated_text(body, generation)}
         if parameters.get("details") is True:
             tokens = [
                 {"id": i, "text": t, "logprob": -0.5, "special": False}
