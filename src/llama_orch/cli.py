@@ -17,6 +17,8 @@ ENGINES = ("llamacpp", "vllm", "tgi", "triton")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .serve_config import parse_duration_ms
+
     parser = argparse.ArgumentParser(
         prog="llama-orch",
         description="Orchestrate LLM inference engines (llama.cpp, vLLM, TGI, Triton) behind one typed event stream.",
@@ -36,6 +38,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.add_argument("--auth-token-env", metavar="VAR", help="require `Bearer $VAR` on the API")
     serve.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    serve.add_argument(
+        "--drain-grace",
+        type=parse_duration_ms,
+        metavar="DUR",
+        help="on SIGTERM, time running tasks get to finish before they are canceled (default 30s)",
+    )
     serve.add_argument(
         "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
     )
@@ -116,6 +124,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .logs import configure
     from .serve_config import config_from_args
     from .service.app import create_app
+    from .service.drain import DrainingServer
     from .spawn import SupervisedLlamaServer
 
     supervised: SupervisedLlamaServer | None = None
@@ -128,7 +137,8 @@ def _serve(args: argparse.Namespace) -> int:
         configure(args.log_level, secrets)
         app = create_app(config, build_registry(config))
         print(f"llama-orch {__version__} serving {source} on http://{args.host}:{args.port}", file=sys.stderr)
-        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        settings = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+        DrainingServer(settings, app.state.orchestrator).run()
     finally:
         if supervised is not None:
             supervised.stop()

@@ -64,8 +64,9 @@ def config_from_args(
     settings: dict[str, Any] = {}
     if args.auth_token_env:
         settings["auth_token_env"] = args.auth_token_env
-    if getattr(args, "sse_heartbeat_ms", None) is not None:
-        settings["sse_heartbeat_ms"] = args.sse_heartbeat_ms
+    for name in ("sse_heartbeat_ms", "drain_grace"):  # serve's flags (preflight shares this function)
+        if getattr(args, name, None) is not None:
+            settings[name if name.endswith("_ms") else f"{name}_ms"] = getattr(args, name)
     if args.config:
         config = load_config(Path(args.config))
         if settings:

@@ -160,6 +160,10 @@ class OrchestratorConfig(BaseModel):
     """
     How long events are held for a reader: a task whose stream is not opened within this time, or whose reader stops reading for this long with its buffer full, is canceled (SLOW_CONSUMER) so it never holds an engine slot forever.
     """
+    drain_grace_ms: Annotated[int | None, Field(ge=0)] = 30000
+    """
+    On SIGTERM (or the first Ctrl-C) the orchestrator drains: new submits get 503 with Retry-After and pool health says draining; running and queued tasks get this long to finish, the rest are canceled (each with its terminal event); then the process exits 0. A second signal exits at once. Flag: --drain-grace.
+    """
     sse_heartbeat_ms: Annotated[int | None, Field(ge=10)] = 15000
     """
     An SSE comment frame (`: ping`) is sent when no other frame was sent for this long (a task waiting in the queue, in prefill, between slow tokens), so proxies and load balancers with an idle timeout keep the stream. Flag: --sse-heartbeat-ms.

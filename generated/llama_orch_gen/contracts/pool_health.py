@@ -40,6 +40,9 @@ class PoolHealth(BaseModel):
     At least one replica can take a task.
     """
     draining: bool
+    """
+    The orchestrator is shutting down: it admits no new task (503) and lets running ones finish within drain_grace_ms.
+    """
     last_error: str | None = None
     queue_depth: Annotated[int | None, Field(ge=0)] = None
     replicas: list[ReplicaHealth]

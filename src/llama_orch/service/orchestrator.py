@@ -26,6 +26,7 @@ __all__ = ["API_VERSION", "Orchestrator"]
 
 API_VERSION = "1.0.0"
 MAX_TOKENS_OUT = 32768
+_DELIVERY_S = 5.0  # after a drain, how long readers get to take their terminal events
 logger = logging.getLogger("llama_orch.service")
 
 
@@ -49,6 +50,7 @@ class Orchestrator:
             for pool in config.pools
         }
         self._loops: list[asyncio.Task[None]] = []
+        self.draining = False
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -66,6 +68,22 @@ class Orchestrator:
         for pool in self.pools.values():
             await pool.aclose()
         await self.registry.aclose()
+
+    async def drain(self, grace_s: float) -> None:
+        """Admit nothing more; give running and queued tasks `grace_s` to finish, cancel the rest (each ends with
+        its terminal event), and wait (briefly) until their readers have taken those events."""
+        self.draining = True
+        logger.info("draining: %d task(s) open, %gs grace", len(self.runs), grace_s)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace_s
+        while any(run.state != "done" for run in self.runs.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+        for run in list(self.runs.values()):
+            if run.state != "done":
+                self.cancel(run.task_id, "shutdown")
+        deadline = loop.time() + _DELIVERY_S
+        while any(run.reader_attached for run in self.runs.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.05)
 
     async def _probe_all(self) -> None:
         timeout = max(self.health_interval_s, 1.0)
@@ -97,6 +115,8 @@ class Orchestrator:
         """Admit a validated task or raise `ApiError` (and count the rejection)."""
         engine: str | None = task.engine  # the label of a rejection: the pool's engine once one is chosen
         try:
+            if self.draining:
+                raise ApiError("POOL_UNAVAILABLE", "the orchestrator is draining (shutting down)", retry_after_ms=1000)
             task = _checked(task)
             if task.task_id in self.runs:
                 raise ApiError("INVALID_PARAMS", f"task {task.task_id!r} already exists", field="task_id")
@@ -345,7 +365,7 @@ class Orchestrator:
             pool_id=pool.id,
             live=any(r.live for r in pool.replicas),
             ready=pool.ready,
-            draining=False,
+            draining=self.draining,
             last_error=next((r.last_error for r in pool.replicas if r.last_error and not r.ready), None),
             queue_depth=pool.depth,
             replicas=replicas,

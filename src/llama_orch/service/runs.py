@@ -27,6 +27,7 @@ from llama_orch.events import TokenRun
 __all__ = ["Attempt", "TaskRun", "error_event"]
 
 State = Literal["queued", "running", "done"]
+CancelReason = Literal["client", "disconnect", "slow_consumer", "shutdown"]
 
 # Failures of an engine that never started the task: the pool may try another replica.
 _REDISPATCHABLE: frozenset[str] = frozenset({"POOL_UNAVAILABLE", "POOL_UNREADY", "WORKER_RESET"})
@@ -94,7 +95,7 @@ class TaskRun:
         self._hold_s = hold_s
         self._readable = asyncio.Event()
         self._space = asyncio.Event()
-        self._cancel: Literal["client", "disconnect", "slow_consumer"] | None = None
+        self._cancel: CancelReason | None = None
         self._cancel_sent = False
         self.tried: dict[str, EngineError] = {}  # replicas that failed this task before starting it, and how
         self.tokens_emitted = 0
@@ -189,7 +190,7 @@ class TaskRun:
 
     # -- cancel ------------------------------------------------------------------------------------------------
 
-    def cancel(self, reason: Literal["client", "disconnect", "slow_consumer"]) -> bool:
+    def cancel(self, reason: CancelReason) -> bool:
         """Ask for the task to stop; returns False when it already ended. A queued task is ended by the pool."""
         if self.state == "done":
             return False

@@ -25,6 +25,8 @@ class PoolHealth:
     ready: bool
     """ At least one replica can take a task. """
     draining: bool
+    """ The orchestrator is shutting down: it admits no new task (503) and lets running ones finish within
+    drain_grace_ms. """
     replicas: list[ReplicaHealth]
     last_error: None | str | Unset = UNSET
     queue_depth: int | Unset = UNSET
