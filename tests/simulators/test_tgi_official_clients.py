@@ -19,6 +19,7 @@ from llama_orch_gen.engines.tgi import AuthenticatedClient
 from llama_orch_gen.engines.tgi import wire as w
 from llama_orch_gen.engines.tgi.api.native import compat_generate
 from llama_orch_gen.engines.tgi.api.openai import v1_chat_completions
+from llama_orch_gen.engines.tgi.models.chat_completion import ChatCompletion
 from llama_orch_gen.engines.tgi.models.chat_request import ChatRequest
 from llama_orch_gen.engines.tgi.models.compat_generate_request import CompatGenerateRequest
 from llama_orch_gen.engines.tgi.models.generate_response import GenerateResponse
@@ -202,6 +203,9 @@ def test_inference_client_chat_completion_with_usage() -> None:
     usage = chunks[-1]
     assert usage.choices == [] and usage.usage is not None and usage.usage.completion_tokens == 4
     body = ChatRequest.from_dict({"messages": CHAT})
+    whole = v1_chat_completions.sync(client=_generated(recorder.exchanges[-2]), body=body)
+    assert isinstance(whole, ChatCompletion) and whole.choices[0].message.content == answer.choices[0].message.content
+    assert whole.usage.to_dict() == vars(answer.usage)
     ours = _stream_items(
         v1_chat_completions.stream(client=_generated(recorder.last("/v1/chat/completions")), body=body)
     )
