@@ -147,6 +147,11 @@ TRITON_INTENTIONAL: dict[str, str] = {
     "GET /v2/models/{model}/config: not in the published document": (
         "FACTS.md §4.2: Triton's model configuration extension (tritonclient's get_model_config)"
     ),
+    **_each(
+        "GET {}: not in the published document",
+        ("/v2/models/stats", "/v2/models/{model}/stats"),
+        "FACTS.md §4.2: Triton's statistics extension (tritonclient's get_inference_statistics)",
+    ),
     f"POST /v2/models/{{model}}/infer: published path is {KSERVE_VERSIONED}/infer": VERSIONED_PATH,
     **_each(
         "POST /v2/models/{model}/infer {}",

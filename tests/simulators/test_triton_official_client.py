@@ -16,11 +16,12 @@ import tritonclient.http as triton
 import tritonclient.http.aio as triton_aio
 from llama_orch_gen.engines.triton import Client
 from llama_orch_gen.engines.triton.api.inference import infer
-from llama_orch_gen.engines.triton.api.metadata import model_config
+from llama_orch_gen.engines.triton.api.metadata import model_config, model_statistics
 from llama_orch_gen.engines.triton.api.repository import repository_index
 from llama_orch_gen.engines.triton.models.inference_request import InferenceRequest
 from llama_orch_gen.engines.triton.models.inference_response import InferenceResponse
 from llama_orch_gen.engines.triton.models.model_config import ModelConfig
+from llama_orch_gen.engines.triton.models.model_statistics import ModelStatistics
 from tritonclient.utils import InferenceServerException
 
 from llama_orch.simulators import ENGINES, Fault, FaultKind, SimulatorConfig
@@ -97,6 +98,19 @@ def test_repository_index_and_config() -> None:
     required = {i["name"]: i["data_type"] for i in config["input"] if not i["optional"]}
     assert required == {"text_input": "TYPE_STRING", "max_tokens": "TYPE_INT32"}
     assert isinstance(ours_config, ModelConfig) and ours_config.to_dict() == config
+
+
+def test_statistics_count_inferences() -> None:
+    with server() as (client, recorder):
+        client.infer(MODEL, _inputs(["Hi"], 2))
+        client.infer(MODEL, _inputs(["Hi", "there"], 2))
+        stats = client.get_inference_statistics(MODEL)
+        ours = model_statistics.sync(MODEL, client=_generated(recorder.last(f"/v2/models/{MODEL}/stats")))
+        every = client.get_inference_statistics()
+    (model,) = stats["model_stats"]
+    assert model["name"] == MODEL and model["inference_count"] == 3 and model["last_inference"] > 0
+    assert isinstance(ours, ModelStatistics) and ours.to_dict()["model_stats"][0]["inference_count"] == 3
+    assert every["model_stats"][0]["inference_count"] == 3
 
 
 def test_infer_with_binary_tensors_and_seeds() -> None:

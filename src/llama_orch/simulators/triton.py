@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import struct
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -218,6 +219,11 @@ class Simulator:
         self.config = config
         self.model = config.model or "ensemble"
         self.state = EngineState(config)
+        self.last_inference_ms = 0
+
+    def _begin(self, generation: Generation) -> Callable[[], None]:
+        self.last_inference_ms = int(time.time() * 1000)
+        return self.state.begin(generation)
 
     def _unknown(self, request: Request) -> Response | None:
         """Triton's error for a model (or version: only 1 exists) it does not serve, else None."""
@@ -249,9 +255,9 @@ class Simulator:
         shape = _Stream(self.model, generation)
         if stream:
             return SimulatorStream(
-                shape, generation, self.config, fault, prefix=PREFIX, on_close=self.state.begin(generation)
+                shape, generation, self.config, fault, prefix=PREFIX, on_close=self._begin(generation)
             )
-        self.state.begin(generation)()
+        self._begin(generation)()
         # TensorRT-LLM returns the prompt and the generated text unless told to exclude the input.
         text = generation.text if body.get("exclude_input_in_output") is True else body["text_input"] + generation.text
         answer = JSONResponse({**shape.head, "sequence_end": True, "text_output": text})
@@ -279,7 +285,14 @@ class Simulator:
         return Response() if self._ready() else error(400, "Model version not ready")
 
     async def server(self, request: Request) -> Response:
-        extensions = ["classification", "sequence", "model_repository", "schedule_policy", "model_configuration"]
+        extensions = [
+            "classification",
+            "sequence",
+            "model_repository",
+            "schedule_policy",
+            "model_configuration",
+            "statistics",
+        ]
         return JSONResponse({"name": "triton", "version": VERSION, "extensions": extensions})
 
     async def metadata(self, request: Request) -> Response:
@@ -328,6 +341,28 @@ class Simulator:
             }
         )
 
+    async def statistics(self, request: Request) -> Response:
+        """Inference statistics (the statistics extension) of the served model: counts, no timings."""
+        if "model" in request.path_params:
+            unknown = self._unknown(request)
+            if unknown is not None:
+                return unknown
+        count = self.state.counters.requests
+        durations = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+        stats = {name: {"count": count if name != "fail" else 0, "ns": 0} for name in durations}
+        model = {
+            "name": self.model,
+            "version": "1",
+            "last_inference": self.last_inference_ms,
+            "inference_count": count,
+            "execution_count": count,
+            "inference_stats": stats | {"cache_hit": {"count": 0, "ns": 0}, "cache_miss": {"count": 0, "ns": 0}},
+            "response_stats": {},
+            "batch_stats": [],
+            "memory_usage": [],
+        }
+        return JSONResponse({"model_stats": [model]})
+
     async def repository_index(self, request: Request) -> Response:
         body = await read_object(request) or {}
         state = "READY" if self._ready() else "LOADING"
@@ -367,7 +402,7 @@ class Simulator:
             for i, prompt in enumerate(prompts)
         ]
         for generation in generations:
-            self.state.begin(generation)()
+            self._begin(generation)()
         exclude = tensors.get("exclude_input_in_output", [False])
         texts = [
             ("" if _nth(exclude, i) else p) + g.text for i, (p, g) in enumerate(zip(prompts, generations, strict=True))
@@ -422,6 +457,7 @@ def create_app(config: SimulatorConfig) -> ASGIApp:
         ("/infer", sim.infer, ["POST"]),
         ("/generate", sim.generate, ["POST"]),
         ("/generate_stream", sim.generate_stream, ["POST"]),
+        ("/stats", sim.statistics, ["GET"]),
     ]
     # Each model route also exists for one version (`{v}` is numeric); without it the version policy picks "1".
     models = [
@@ -435,6 +471,7 @@ def create_app(config: SimulatorConfig) -> ASGIApp:
             Route("/v2/health/live", sim.live),
             Route("/v2/health/ready", sim.ready),
             Route("/v2/repository/index", sim.repository_index, methods=["POST"]),
+            Route("/v2/models/stats", sim.statistics),  # before /v2/models/{model}, as Triton matches it
             *models,
         ],
         exception_handlers={404: _not_found, 405: _method_not_allowed},

@@ -165,6 +165,48 @@ class ModelConfig(BaseModel):
     """
 
 
+class StatisticDuration(BaseModel):
+    """
+    A count and its cumulative duration in nanoseconds
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    count: Annotated[int, Field(ge=0)]
+    ns: Annotated[int, Field(ge=0)]
+
+
+class ModelVersionStatistics(BaseModel):
+    """
+    One model version's statistics (only the fields read here are declared)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    version: str
+    last_inference: Annotated[int | None, Field(ge=0)] = None
+    """
+    Milliseconds since the epoch of the last inference (0 before the first)
+    """
+    inference_count: Annotated[int, Field(ge=0)]
+    execution_count: Annotated[int, Field(ge=0)]
+    inference_stats: dict[str, StatisticDuration] | None = None
+
+
+class ModelStatistics(BaseModel):
+    """
+    `GET /v2/models[/{model}]/stats`
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model_stats: list[ModelVersionStatistics]
+
+
 class ShapeItem(RootModel[int]):
     root: Annotated[int, Field(ge=0)]
 

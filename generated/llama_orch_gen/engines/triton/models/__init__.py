@@ -15,9 +15,15 @@ from .model_config import ModelConfig
 from .model_config_model_transaction_policy import ModelConfigModelTransactionPolicy
 from .model_config_tensor import ModelConfigTensor
 from .model_metadata import ModelMetadata
+from .model_statistics import ModelStatistics
+from .model_version_statistics import ModelVersionStatistics
+from .model_version_statistics_inference_stats import (
+    ModelVersionStatisticsInferenceStats,
+)
 from .repository_index_entry import RepositoryIndexEntry
 from .repository_index_request import RepositoryIndexRequest
 from .server_metadata import ServerMetadata
+from .statistic_duration import StatisticDuration
 from .tensor_metadata import TensorMetadata
 
 __all__ = (
@@ -35,8 +41,12 @@ __all__ = (
     "ModelConfigModelTransactionPolicy",
     "ModelConfigTensor",
     "ModelMetadata",
+    "ModelStatistics",
+    "ModelVersionStatistics",
+    "ModelVersionStatisticsInferenceStats",
     "RepositoryIndexEntry",
     "RepositoryIndexRequest",
     "ServerMetadata",
+    "StatisticDuration",
     "TensorMetadata",
 )
