@@ -259,10 +259,13 @@ async def test_async_clients() -> None:
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == 3
 
 
-def test_inference_client_chat_overload_is_an_http_429() -> None:
+def test_inference_client_chat_overload_is_an_http_429_or_an_in_stream_error() -> None:
     with tgi(Fault(FaultKind.OVERLOADED)) as (url, _):
+        client = InferenceClient(model=url, timeout=10)
         with pytest.raises(hf_errors.HfHubHTTPError) as raised:
-            InferenceClient(model=url, timeout=10).chat_completion(CHAT)
+            client.chat_completion(CHAT)
+        with pytest.raises(hf_errors.TextGenerationError, match="overloaded"):
+            list(client.chat_completion(CHAT, stream=True))
     assert raised.value.response is not None and raised.value.response.status_code == 429
 
 

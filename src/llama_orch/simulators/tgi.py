@@ -22,6 +22,7 @@ from llama_orch.simulators.core import (
     Fault,
     FaultKind,
     Generation,
+    Shape,
     SimulatorConfig,
     SimulatorStream,
     as_prompt,
@@ -146,6 +147,7 @@ class _Messages:
         self.generation, self.include_usage, self.chat = generation, include_usage, chat
         self.model, self.created = model, int(time.time())
         self.finish = "length" if generation.limited else "stop"
+        self.refused: str | None = None  # the error_type of a refusal answered in the stream instead of tokens
 
     def _chunk(self, choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
         if self.chat:
@@ -178,7 +180,8 @@ class _Messages:
         return usage + DONE
 
     def error(self) -> bytes:
-        detail = {"message": _MESSAGES["generation"], "http_status_code": 424}
+        kind = self.refused or "generation"
+        detail = {"message": _MESSAGES[kind], "http_status_code": 429 if kind == "overloaded" else 424}
         return sse(PREFIX, {"error": detail})
 
     def result(self) -> dict[str, Any]:
@@ -223,7 +226,9 @@ class Simulator:
             refused = _error(_ERROR_TYPES[fault.kind])
         if refused is not None:  # answered in the stream, before any token
             fault = Fault(FaultKind.IN_STREAM_ERROR, after_tokens=0)
-        shape = _Stream(body, generation, refused)
+        return self._streamed(_Stream(body, generation, refused), generation, fault)
+
+    def _streamed(self, shape: Shape, generation: Generation, fault: Fault | None) -> Response:
         return SimulatorStream(
             shape,
             generation,
@@ -312,16 +317,9 @@ class Simulator:
             self.state.begin(generation)()
             return one_shot(JSONResponse(shape.result()), self.config, fault)
         if fault is not None and fault.kind in REFUSALS:  # answered in the stream, before any token
+            shape.refused = _ERROR_TYPES[fault.kind]
             fault = Fault(FaultKind.IN_STREAM_ERROR, after_tokens=0)
-        return SimulatorStream(
-            shape,
-            generation,
-            self.config,
-            fault,
-            prefix=PREFIX,
-            headers={"x-compute-type": "gpu+optimized", "X-Accel-Buffering": "no"},
-            on_close=self.state.begin(generation),
-        )
+        return self._streamed(shape, generation, fault)
 
     async def chat_completions(self, request: Request) -> Response:
         return await self._messages(request, chat=True)
