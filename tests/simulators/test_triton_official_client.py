@@ -146,6 +146,14 @@ def test_infer_with_json_tensors_parses_like_the_generated_client() -> None:
     assert ours.outputs[0].data == _texts(result)
 
 
+@pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
+def test_infer_with_a_compressed_request(algorithm: str) -> None:
+    with server() as (client, _):
+        plain = _texts(client.infer(MODEL, _inputs(["Hi"], 3, seed=1)))
+        compressed = _texts(client.infer(MODEL, _inputs(["Hi"], 3, seed=1), request_compression_algorithm=algorithm))
+    assert compressed == plain
+
+
 def test_versioned_routes() -> None:
     with server() as (client, _):
         assert client.is_model_ready(MODEL, model_version="1")

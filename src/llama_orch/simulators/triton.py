@@ -5,9 +5,11 @@ tensors or the binary tensor data extension (what tritonclient sends by default)
 
 from __future__ import annotations
 
+import gzip
 import json
 import struct
 import time
+import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -376,6 +378,11 @@ class Simulator:
         if unknown is not None:
             return unknown
         raw = await request.body()
+        encoding = request.headers.get("content-encoding", "").lower()
+        try:  # tritonclient's request_compression_algorithm; the header length counts the uncompressed bytes
+            raw = gzip.decompress(raw) if encoding == "gzip" else zlib.decompress(raw) if encoding == "deflate" else raw
+        except (OSError, zlib.error):
+            return error(400, f"failed to decompress the request body ({encoding})")
         length = request.headers.get(HEADER_LENGTH)
         split = int(length) if length is not None and length.isdigit() else len(raw)
         try:
