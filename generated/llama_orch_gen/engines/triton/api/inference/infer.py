@@ -108,8 +108,9 @@ def sync_detailed(
     `Inference-Header-Content-Length` bytes (BYTES elements each led by a 4-byte little-endian length).
     Outputs come back the same way: JSON `data`, or binary when an output asks `binary_data` (or, with
     no outputs named, when `parameters.binary_data_output` is true), then the response is
-    `application/octet-stream` with the same header. A decoupled model is refused (501); `stream` true
-    on a model that is not decoupled is a 400.
+    `application/octet-stream` with the same header. A request body may be compressed (`Content-
+    Encoding: gzip` or `deflate`; the header length counts the uncompressed bytes). A decoupled model is
+    refused (501); `stream` true on a model that is not decoupled is a 400.
 
     Args:
         model (str):
@@ -152,8 +153,9 @@ def sync(
     `Inference-Header-Content-Length` bytes (BYTES elements each led by a 4-byte little-endian length).
     Outputs come back the same way: JSON `data`, or binary when an output asks `binary_data` (or, with
     no outputs named, when `parameters.binary_data_output` is true), then the response is
-    `application/octet-stream` with the same header. A decoupled model is refused (501); `stream` true
-    on a model that is not decoupled is a 400.
+    `application/octet-stream` with the same header. A request body may be compressed (`Content-
+    Encoding: gzip` or `deflate`; the header length counts the uncompressed bytes). A decoupled model is
+    refused (501); `stream` true on a model that is not decoupled is a 400.
 
     Args:
         model (str):
@@ -191,8 +193,9 @@ async def asyncio_detailed(
     `Inference-Header-Content-Length` bytes (BYTES elements each led by a 4-byte little-endian length).
     Outputs come back the same way: JSON `data`, or binary when an output asks `binary_data` (or, with
     no outputs named, when `parameters.binary_data_output` is true), then the response is
-    `application/octet-stream` with the same header. A decoupled model is refused (501); `stream` true
-    on a model that is not decoupled is a 400.
+    `application/octet-stream` with the same header. A request body may be compressed (`Content-
+    Encoding: gzip` or `deflate`; the header length counts the uncompressed bytes). A decoupled model is
+    refused (501); `stream` true on a model that is not decoupled is a 400.
 
     Args:
         model (str):
@@ -233,8 +236,9 @@ async def asyncio(
     `Inference-Header-Content-Length` bytes (BYTES elements each led by a 4-byte little-endian length).
     Outputs come back the same way: JSON `data`, or binary when an output asks `binary_data` (or, with
     no outputs named, when `parameters.binary_data_output` is true), then the response is
-    `application/octet-stream` with the same header. A decoupled model is refused (501); `stream` true
-    on a model that is not decoupled is a 400.
+    `application/octet-stream` with the same header. A request body may be compressed (`Content-
+    Encoding: gzip` or `deflate`; the header length counts the uncompressed bytes). A decoupled model is
+    refused (501); `stream` true on a model that is not decoupled is a 400.
 
     Args:
         model (str):
