@@ -14,6 +14,8 @@ from llama_orch_gen.contracts.events import (
     End,
     EndEvent,
     ErrorEvent,
+    Metrics,
+    MetricsEvent,
     Started,
     StartedEvent,
     StreamError,
@@ -22,7 +24,7 @@ from llama_orch_gen.contracts.events import (
     TokenEvent,
 )
 
-__all__ = ["TokenRun", "end", "error", "started", "token"]
+__all__ = ["TokenRun", "end", "error", "metrics", "started", "token"]
 
 
 @dataclass(slots=True)
@@ -43,6 +45,10 @@ def token(text: str, index: int) -> TaskEvent:
 
 def started(data: Started) -> TaskEvent:
     return TaskEvent.model_construct(root=StartedEvent.model_construct(event="started", data=data))
+
+
+def metrics(data: Metrics) -> TaskEvent:
+    return TaskEvent.model_construct(root=MetricsEvent.model_construct(event="metrics", data=data))
 
 
 def end(data: End) -> TaskEvent:

@@ -20,7 +20,7 @@ from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-from llama_orch_gen.contracts.events import End, Started, TaskEvent
+from llama_orch_gen.contracts.events import End, Metrics, Started, TaskEvent
 from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch import events
@@ -68,6 +68,9 @@ class _Run:
         self.worker: asyncio.Task[Any] | None = None
 
     def cancel(self) -> None:
+        """Idempotent: a second `Task.cancel()` would outlive the relay's one `uncancel()` and lose the terminal."""
+        if self.canceled:
+            return
         self.canceled = True
         if self.worker is not None:
             self.worker.cancel()
@@ -213,6 +216,9 @@ class StreamingAdapter(ABC):
             if self._runs.get(task_id) is run:
                 del self._runs[task_id]
             await _close(stream, batches)
+        if terminal.root.event == "end" and terminal.root.data.finish_reason != "canceled":
+            if (reported := _engine_metrics(tally, terminal.root.data)) is not None:
+                yield reported
         yield terminal
 
     def _texts(self, batch: list[Any], tally: Tally) -> tuple[list[str], Exception | None]:
@@ -282,6 +288,18 @@ def _started(task: TaskRequest, seed: int, adapter: StreamingAdapter, version: E
             sampler_profile_version=task.sampler_profile_version,
         )
     )
+
+
+def _engine_metrics(tally: Tally, end: End) -> TaskEvent | None:
+    """The contract's `metrics` event, from what the engine itself reported (timings, usage); None without."""
+    if tally.decode_ms is None and tally.tokens_in is None:
+        return None
+    values: dict[str, Any] = {
+        "latency_first_token_ms": end.first_token_ms,
+        "latency_decode_ms": end.decode_time_ms,
+        "tokens_out": end.tokens_out,
+    }
+    return events.metrics(Metrics.model_construct(None, **{k: v for k, v in values.items() if v is not None}))
 
 
 def _end(

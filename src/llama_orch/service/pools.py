@@ -21,7 +21,7 @@ from llama_orch_gen.contracts.events import TaskEvent
 from llama_orch.adapters.base import HealthState, WorkerAdapter
 from llama_orch.errors import ApiError, EngineError, ErrorCode
 from llama_orch.service.outliers import Outlier, OutlierPolicy
-from llama_orch.service.runs import TaskRun
+from llama_orch.service.runs import Attempt, TaskRun
 
 __all__ = ["DEFAULT_MAX_INFLIGHT", "FULL_PROBE_EVERY", "Pool", "ReplicaState"]
 
@@ -277,6 +277,10 @@ class Pool:
 
         try:
             attempt = await run.execute(replica.adapter, relay)
+        except Exception:  # a bug: the task still ends, with its one terminal event, and the slot is freed
+            logger.exception("task %s failed inside the orchestrator", run.task_id, extra={"task_id": run.task_id})
+            run.fail("INTERNAL", "internal error; see the orchestrator's log", relay)
+            attempt = Attempt()
         finally:
             replica.inflight -= 1
         if attempt.failed_before_start is None:

@@ -11,6 +11,7 @@ SLOW_CONSUMER, so an idle client never holds an engine slot.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -25,6 +26,8 @@ from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.events import TokenRun
 
 __all__ = ["Attempt", "TaskRun", "error_event"]
+
+logger = logging.getLogger("llama_orch.service")
 
 State = Literal["queued", "running", "done"]
 CancelReason = Literal["client", "disconnect", "slow_consumer", "shutdown"]
@@ -134,7 +137,7 @@ class TaskRun:
                         self.dropped_metrics += 1
                         continue
                     await self._push(item, 1)
-                    on_event(item)
+                    _account(on_event, item)
                 if self._cancel is not None and not self._cancel_sent:
                     await self._send_cancel()
         finally:
@@ -176,7 +179,7 @@ class TaskRun:
         self.terminal = terminal
         self._buffer.append(terminal)
         self._readable.set()
-        on_event(terminal)
+        _account(on_event, terminal)
 
     def fail(self, code: ErrorCode, message: str, on_event: Callable[[TaskEvent], None]) -> None:
         """End a task that cannot run (dropped from the queue, no replica left) with an `error` event."""
@@ -242,6 +245,14 @@ class TaskRun:
     @property
     def finished_and_drained(self) -> bool:
         return self.state == "done" and not self._buffer
+
+
+def _account(on_event: Callable[[TaskEvent], None], event: TaskEvent) -> None:
+    """Accounting (metrics, logs, sessions) never decides a task's stream: a bug there is logged, not raised."""
+    try:
+        on_event(event)
+    except Exception:
+        logger.exception("accounting failed for a %s event", event.root.event)
 
 
 def error_event(code: ErrorCode, message: str, adapter: WorkerAdapter | None) -> TaskEvent:
