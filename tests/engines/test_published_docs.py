@@ -25,8 +25,8 @@ def _differs(where: str, field: str, ours: str, published: str) -> str:
     return f"{where} {field}: ours {ours} vs published {published}"
 
 
-TGI_GENERATION_ROUTES = ("/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions")
-TGI_PARAMETER_ROUTES = ("/generate", "/generate_stream", "/tokenize")
+TGI_GENERATION_ROUTES = ("/", "/generate", "/generate_stream", "/v1/chat/completions", "/v1/completions")
+TGI_PARAMETER_ROUTES = ("/", "/generate", "/generate_stream", "/tokenize")
 TGI_OPENAI_ROUTES = ("/v1/chat/completions", "/v1/completions")
 CHAT_JSON = "POST /v1/chat/completions 200 application/json"
 CHAT_SSE = "POST /v1/chat/completions 200 text/event-stream"
@@ -70,10 +70,11 @@ TGI_INTENTIONAL: dict[str, str] = {
         TGI_OPENAI_ROUTES,
         '`#[serde(default = "bool::default")]`: false when omitted; the published document declares no default',
     ),
-    _differs("POST /generate 200 application/json", "details.top_tokens", "[array, null]", "[array]"): SNAPSHOT_NULLS,
-    _differs(
-        "POST /generate 200 application/json", "details.best_of_sequences[].top_tokens", "[array, null]", "[array]"
-    ): SNAPSHOT_NULLS,
+    **{
+        _differs(f"POST {where}", f"{at}details.{field}", "[array, null]", "[array]"): SNAPSHOT_NULLS
+        for where, at in (("/generate 200 application/json", ""), ("/ 200 application/json", "[]."))
+        for field in ("top_tokens", "best_of_sequences[].top_tokens")
+    },
     **_each("POST {} 400: only in ours", TGI_GENERATION_ROUTES, EXTRACTOR),
     **_each("POST {} 415: only in ours", TGI_GENERATION_ROUTES, EXTRACTOR),
     **_each("POST {} 422 text/plain: only in ours", TGI_GENERATION_ROUTES, EXTRACTOR),
@@ -140,6 +141,34 @@ TRITON_INTENTIONAL: dict[str, str] = {
         ("/v2", "/v2/health/live", "/v2/health/ready", "/v2/models/{model}", "/v2/models/{model}/ready"),
         RESTRICTED_403,
     ),
+    "POST /v2/repository/index: not in the published document": (
+        "FACTS.md §4.2: Triton's model repository extension (tritonclient's get_model_repository_index)"
+    ),
+    "GET /v2/models/{model}/config: not in the published document": (
+        "FACTS.md §4.2: Triton's model configuration extension (tritonclient's get_model_config)"
+    ),
+    **_each(
+        "GET {}: not in the published document",
+        ("/v2/models/stats", "/v2/models/{model}/stats"),
+        "FACTS.md §4.2: Triton's statistics extension (tritonclient's get_inference_statistics)",
+    ),
+    f"POST /v2/models/{{model}}/infer: published path is {KSERVE_VERSIONED}/infer": VERSIONED_PATH,
+    **_each(
+        "POST /v2/models/{model}/infer {}",
+        (
+            "request: only in published: inputs[].data[][]",
+            "request inputs[].data[]: ours [any] vs published [array, boolean, number, string]",
+            "200 application/json: only in published: outputs[].data[][]",
+            "200 application/json outputs[].data[]: ours [any] vs published [array, boolean, number, string]",
+        ),
+        "the same elements: the published schema nests itself (tensor_data), which the client generator cannot "
+        "type, so ours leaves the (nested) elements open",
+    ),
+    "POST /v2/models/{model}/infer 200 application/octet-stream: only in ours": (
+        "Triton's binary tensor data extension (tritonclient's default): the JSON header, then raw tensor bytes"
+    ),
+    "POST /v2/models/{model}/infer 403: only in ours": RESTRICTED_403,
+    **_each("POST /v2/models/{model}/infer {}: only in ours", ("404", "500", "501", "503"), TRITON_STATUS),
     "GET /v2/models/{model} 200 application/json: only in published: properties": (
         "FACTS.md §4.2: Triton's model metadata is {name, versions, platform, inputs, outputs}; no `properties`"
     ),

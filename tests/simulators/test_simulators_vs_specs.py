@@ -14,7 +14,16 @@ from hypothesis import HealthCheck, settings
 from schemathesis.checks import positive_data_acceptance
 
 from llama_orch.simulators import ENGINES, Fault, FaultKind, SimulatorConfig
-from tests.engines.spec_support import check_exchange, engines_reference_dir, parse_sse, spec_path
+from tests.engines.spec_support import (
+    ENGINES as SPEC_ENGINES,
+)
+from tests.engines.spec_support import (
+    check_exchange,
+    engines_reference_dir,
+    load_spec,
+    parse_sse,
+    spec_path,
+)
 from tests.support.asgi_server import serve_asgi
 
 CONFIG = SimulatorConfig(tokens=5)
@@ -33,14 +42,8 @@ SCHEMAS = {engine: _schema(engine) for engine in ENGINES}
 UNSUPPORTED = {("POST", "/props"), ("POST", "/slots/{id_slot}"), ("POST", "/infill")}
 
 
-# Routes of the spec the TGI simulator does not serve (its OpenAI surface and tokenizer are not simulated).
-NOT_SIMULATED = {"tgi": ("/tokenize", "/v1/chat/completions", "/v1/completions")}
-
-
 def _fuzz(engine: str) -> object:
     schema = SCHEMAS[engine]
-    for path in NOT_SIMULATED.get(engine, ()):
-        schema = schema.exclude(path=path)
     if engine == "llamacpp":
         # llama-server without --props, --slot-save-path or a FIM model answers these 501 (documented); a 501 is
         # what the spec says, and schemathesis reports any 5xx whatever checks are excluded.
@@ -61,6 +64,71 @@ test_llamacpp_conforms = _fuzz("llamacpp")
 test_vllm_conforms = _fuzz("vllm")
 test_tgi_conforms = _fuzz("tgi")
 test_triton_conforms = _fuzz("triton")
+
+
+def _operations(engine: str) -> list[tuple[str, str]]:
+    paths = load_spec(engine)["paths"]
+    return [(method.upper(), path) for path, item in paths.items() for method in item if method in HTTP_METHODS]
+
+
+HTTP_METHODS = ("get", "put", "post", "delete", "patch")
+CHAT = {"messages": [{"role": "user", "content": "Hi"}], "max_tokens": 3}
+TENSORS = {
+    "inputs": [
+        {"name": "text_input", "datatype": "BYTES", "shape": [1, 1], "data": ["Hi"]},
+        {"name": "max_tokens", "datatype": "INT32", "shape": [1, 1], "data": [3]},
+    ]
+}
+# A valid body for every operation that takes one (path parameters: the served model, slot 0).
+VALID_BODIES: dict[tuple[str, str, str], object] = {
+    ("llamacpp", "POST", "/props"): {},
+    ("llamacpp", "POST", "/slots/{id_slot}"): {"filename": "slot.bin"},
+    ("llamacpp", "POST", "/completion"): {"prompt": "Hi", "n_predict": 3},
+    ("llamacpp", "POST", "/infill"): {"input_prefix": "def f(", "input_suffix": "):", "n_predict": 3},
+    ("llamacpp", "POST", "/tokenize"): {"content": "Hi there"},
+    ("llamacpp", "POST", "/detokenize"): {"tokens": [1, 2]},
+    ("llamacpp", "POST", "/apply-template"): CHAT,
+    ("llamacpp", "POST", "/v1/completions"): {"prompt": "Hi", "max_tokens": 3},
+    ("llamacpp", "POST", "/v1/chat/completions"): CHAT,
+    ("vllm", "POST", "/tokenize"): {"prompt": "Hi there"},
+    ("vllm", "POST", "/detokenize"): {"tokens": [1, 2]},
+    ("vllm", "POST", "/v1/completions"): {"prompt": "Hi", "max_tokens": 3},
+    ("vllm", "POST", "/v1/chat/completions"): CHAT,
+    ("tgi", "POST", "/"): {"inputs": "Hi", "parameters": {"max_new_tokens": 3, "details": True}},
+    ("tgi", "POST", "/generate"): {"inputs": "Hi", "parameters": {"max_new_tokens": 3}},
+    ("tgi", "POST", "/generate_stream"): {"inputs": "Hi", "parameters": {"max_new_tokens": 3}},
+    ("tgi", "POST", "/tokenize"): {"inputs": "Hi there"},
+    ("tgi", "POST", "/v1/chat/completions"): CHAT,
+    ("tgi", "POST", "/v1/completions"): {"prompt": "Hi", "max_tokens": 3},
+    ("triton", "POST", "/v2/repository/index"): {},
+    ("triton", "POST", "/v2/models/{model}/infer"): TENSORS,
+    ("triton", "POST", "/v2/models/{model}/generate"): {"text_input": "Hi", "max_tokens": 3},
+    ("triton", "POST", "/v2/models/{model}/generate_stream"): {"text_input": "Hi", "max_tokens": 3, "stream": True},
+}
+MODELS = {"triton": "ensemble"}
+EVERY_OPERATION = [(engine, *op) for engine in SPEC_ENGINES for op in _operations(engine)]
+
+
+def test_every_body_names_an_operation() -> None:
+    declared = {(engine, method, path) for engine, method, path in EVERY_OPERATION}
+    assert set(VALID_BODIES) <= declared, set(VALID_BODIES) - declared
+
+
+@pytest.mark.parametrize(("engine", "method", "path"), EVERY_OPERATION, ids=[" ".join(o) for o in EVERY_OPERATION])
+async def test_every_declared_operation_is_served(engine: str, method: str, path: str) -> None:
+    """A declared operation the simulator does not serve (404, or 405 for a missing method) fails here; what it
+    answers a valid request must be what the spec declares."""
+    url = path.replace("{model}", MODELS.get(engine, "m")).replace("{id_slot}", "0")
+    body = VALID_BODIES.get((engine, method, path))
+    operation = load_spec(engine)["paths"][path][method.lower()]
+    assert body is not None or not operation.get("requestBody", {}).get("required"), "add a valid body above"
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(APPS[engine]), base_url="http://sim") as client:
+        response = await client.request(method, url, json=body)
+    assert response.status_code not in (404, 405), response.content[:300]
+    content_type = response.headers.get("content-type", "")
+    problems = check_exchange(engine, method, url, response.status_code, content_type, response.content)
+    assert problems == [], (response.status_code, response.content[:300])
+
 
 STREAMS = {
     "llamacpp": [
@@ -85,6 +153,10 @@ STREAMS = {
     "tgi": [
         ("/generate_stream", {"inputs": "Hi", "parameters": {"details": True}}),
         ("/generate_stream", {"inputs": "Hi", "parameters": {"max_new_tokens": 3}}),
+        ("/", {"inputs": "Hi", "stream": True, "parameters": {"details": True}}),
+        ("/v1/chat/completions", {**CHAT, "stream": True, "stream_options": {"include_usage": True}}),
+        ("/v1/chat/completions", {"messages": CHAT["messages"], "stream": True}),
+        ("/v1/completions", {"prompt": "Hi", "stream": True, "max_tokens": 3}),
     ],
     "triton": [("/v2/models/ensemble/generate_stream", {"text_input": "Hi", "max_tokens": 3, "stream": True})],
 }

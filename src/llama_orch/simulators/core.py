@@ -14,6 +14,9 @@ Faults (`Fault.kind`), per generation request (`times` of them, then the engine 
     malformed        a chunk that is not JSON after `after_tokens` tokens, then the body ends
     in_stream_error  the engine's in-stream error item after `after_tokens` tokens, then the body ends
     truncated        the body ends after `after_tokens` tokens without the engine's terminal chunk
+
+A non-streamed answer (`one_shot`) takes the same faults: a stall holds it back, reset/malformed/truncated drop the
+connection halfway through its body.
 """
 
 from __future__ import annotations
@@ -42,9 +45,11 @@ __all__ = [
     "SimulatorConfig",
     "SimulatorStream",
     "generate",
+    "one_shot",
     "prompt_pieces",
     "read_object",
     "refusal",
+    "stop_at",
 ]
 
 
@@ -165,12 +170,18 @@ _VOCAB_BASE = 1000  # token ids start here (below it: special tokens)
 @dataclass(frozen=True, slots=True)
 class Generation:
     """What a request gets: the tokens (all different), their ids, the prompt's length in tokens, and why it
-    stopped (`limited`: the request's own limit cut it short)."""
+    stopped (`limited`: the request's own limit cut it short; `stopped`: a stop sequence did)."""
 
     tokens: tuple[str, ...]
     ids: tuple[int, ...]
     prompt_tokens: int
     limited: bool
+    stopped: bool = False
+
+    @property
+    def cut(self) -> bool:
+        """Ended by the request (limit or stop sequence), not by the end-of-sequence token."""
+        return self.limited or self.stopped
 
     @property
     def text(self) -> str:
@@ -212,6 +223,22 @@ def generate(config: SimulatorConfig, prompt: str, seed: int | None, limit: int 
     n = config.tokens if limit is None or limit < 0 else min(limit, config.tokens)
     tokens, ids = _tokens(prompt, seed or 0, n)
     return Generation(tokens, ids, len(prompt_pieces(prompt)) + 1, n < config.tokens)
+
+
+def stop_at(generation: Generation, stops: Any) -> Generation:
+    """The generation cut after the first token at which its text contains one of `stops` (kept in the text, as
+    the engines return it); unchanged when none matches or `stops` is not a list of strings."""
+    if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops):
+        return generation
+    text = ""
+    for i, token in enumerate(generation.tokens):
+        text += token
+        if any(stop in text for stop in stops):
+            n = i + 1
+            return replace(
+                generation, tokens=generation.tokens[:n], ids=generation.ids[:n], limited=False, stopped=True
+            )
+    return generation
 
 
 def as_prompt(value: Any) -> str:
@@ -346,6 +373,44 @@ class SimulatorStream(Response):
         elif kind is FaultKind.IN_STREAM_ERROR:
             yield self.shape.error()
         # TRUNCATED: nothing; the body just ends.
+
+
+# What a fault does to an answer that is not streamed: a stall holds it back, the others cut its body.
+_STALLS = frozenset({FaultKind.STALL_FIRST, FaultKind.STALL_MID})
+_CUTS = frozenset({FaultKind.RESET_MID, FaultKind.TRUNCATED, FaultKind.MALFORMED})
+
+
+def one_shot(response: Response, config: SimulatorConfig, fault: Fault | None) -> Response:
+    """A non-streamed answer under the request's fault: a stall holds it back for `stall_s` (a client that gives up
+    ends it), a reset, truncated or malformed body drops the connection halfway through the body; the refusals
+    are answered before this and an in-stream error has no place in a single answer, so both leave it as is."""
+    if fault is None or fault.kind not in _STALLS | _CUTS:
+        return response
+    return _FaultedAnswer(response, config, fault)
+
+
+class _FaultedAnswer(Response):
+    def __init__(self, answer: Response, config: SimulatorConfig, fault: Fault) -> None:
+        # Not `Response.__init__`: the answer already has its status, headers and body.
+        self.answer, self.config, self.fault = answer, config, fault
+        self.background = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.fault.kind in _STALLS:
+            stall = asyncio.ensure_future(asyncio.sleep(self.config.stall_s))
+            disconnect = asyncio.ensure_future(_wait_disconnect(receive))
+            done, _ = await asyncio.wait({stall, disconnect}, return_when=asyncio.FIRST_COMPLETED)
+            for task in (stall, disconnect):
+                task.cancel()
+            await asyncio.gather(stall, disconnect, return_exceptions=True)
+            if stall in done:
+                await self.answer(scope, receive, send)
+            return
+        answer = self.answer
+        start: Message = {"type": "http.response.start", "status": answer.status_code, "headers": answer.raw_headers}
+        await send(start)
+        await send({"type": "http.response.body", "body": answer.body[: len(answer.body) // 2], "more_body": True})
+        raise InjectedReset("simulated connection reset")
 
 
 async def _wait_disconnect(receive: Receive) -> None:

@@ -579,6 +579,25 @@ class FunctionCallDelta(BaseModel):
     arguments: str
 
 
+class CompatGenerateRequest(BaseModel):
+    """
+    Body of `POST /`
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    inputs: str
+    """
+    The prompt
+    """
+    parameters: GenerateParameters | None = None
+    stream: bool | None = False
+    """
+    Answer as `/generate_stream` does
+    """
+
+
 class OpenAiStreamError(BaseModel):
     """
     In-stream error of the OpenAI-compatible routes

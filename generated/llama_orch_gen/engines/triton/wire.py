@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Dict
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
 class ErrorResponse(BaseModel):
@@ -78,6 +78,137 @@ class ModelMetadata(BaseModel):
     """
     inputs: list[TensorMetadata] | None = None
     outputs: list[TensorMetadata] | None = None
+
+
+class RepositoryIndexRequest(BaseModel):
+    """
+    Body of `POST /v2/repository/index` (may be empty)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    ready: bool | None = None
+    """
+    Only the models that are ready
+    """
+
+
+class RepositoryIndexEntry(BaseModel):
+    """
+    One model version of the repository
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    version: str | None = None
+    state: str | None = None
+    """
+    UNKNOWN, READY, UNAVAILABLE, LOADING, UNLOADING
+    """
+    reason: str | None = None
+    """
+    Why the model is not ready
+    """
+
+
+class ModelConfigTensor(BaseModel):
+    """
+    One input or output of a model configuration
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    data_type: str
+    """
+    TYPE_STRING, TYPE_INT32, TYPE_FP32, TYPE_UINT64, TYPE_BOOL, ...
+    """
+    dims: list[int] | None = None
+    """
+    Dimensions without the batch dimension (-1 is variable)
+    """
+    optional: bool | None = None
+
+
+class ModelTransactionPolicy(BaseModel):
+    """
+    Whether the model is decoupled (then `infer` refuses it and only streaming works)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    decoupled: bool | None = None
+
+
+class ModelConfig(BaseModel):
+    """
+    `GET /v2/models/{model}/config`: the model configuration as JSON (only the fields read here are declared)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    platform: str | None = None
+    backend: str | None = None
+    max_batch_size: Annotated[int | None, Field(ge=0)] = None
+    input: list[ModelConfigTensor] | None = None
+    output: list[ModelConfigTensor] | None = None
+    model_transaction_policy: ModelTransactionPolicy | None = None
+    """
+    Whether the model is decoupled (then `infer` refuses it and only streaming works)
+    """
+
+
+class StatisticDuration(BaseModel):
+    """
+    A count and its cumulative duration in nanoseconds
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    count: Annotated[int, Field(ge=0)]
+    ns: Annotated[int, Field(ge=0)]
+
+
+class ModelVersionStatistics(BaseModel):
+    """
+    One model version's statistics (only the fields read here are declared)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    version: str
+    last_inference: Annotated[int | None, Field(ge=0)] = None
+    """
+    Milliseconds since the epoch of the last inference (0 before the first)
+    """
+    inference_count: Annotated[int, Field(ge=0)]
+    execution_count: Annotated[int, Field(ge=0)]
+    inference_stats: dict[str, StatisticDuration] | None = None
+
+
+class ModelStatistics(BaseModel):
+    """
+    `GET /v2/models[/{model}]/stats`
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model_stats: list[ModelVersionStatistics]
+
+
+class ShapeItem(RootModel[int]):
+    root: Annotated[int, Field(ge=0)]
 
 
 class GenerateRequest(BaseModel):
@@ -234,3 +365,83 @@ class GenerateResponse(BaseModel):
     """
     An integer tensor; one element is unwrapped to a scalar
     """
+
+
+class InferInputTensor(BaseModel):
+    """
+    One input tensor; `data` in row-major order (nested or flat), or binary data after the header
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    datatype: str
+    """
+    BOOL, INT32, INT64, UINT64, FP32, FP64, BYTES, ...
+    """
+    shape: list[ShapeItem]
+    parameters: dict[str, str | float | bool] | None = None
+    data: list[Any] | None = None
+    """
+    The tensor's elements, flat or nested in row-major order (absent when `parameters.binary_data_size` says they are binary)
+    """
+
+
+class InferRequestedOutput(BaseModel):
+    """
+    An output to return, and how (`parameters.binary_data`)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    parameters: dict[str, str | float | bool] | None = None
+
+
+class InferenceRequest(BaseModel):
+    """
+    A KServe v2 inference request
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    parameters: dict[str, str | float | bool] | None = None
+    inputs: Annotated[list[InferInputTensor], Field(min_length=1)]
+    outputs: list[InferRequestedOutput] | None = None
+
+
+class InferOutputTensor(BaseModel):
+    """
+    One output tensor; `data` in JSON, or `parameters.binary_data_size` bytes after the header
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    name: str
+    datatype: str
+    shape: list[ShapeItem]
+    parameters: dict[str, str | float | bool] | None = None
+    data: list[Any] | None = None
+    """
+    The tensor's elements, flat in row-major order
+    """
+
+
+class InferenceResponse(BaseModel):
+    """
+    A KServe v2 inference response
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    id: str | None = None
+    model_name: str
+    model_version: str | None = None
+    parameters: dict[str, str | float | bool] | None = None
+    outputs: list[InferOutputTensor]

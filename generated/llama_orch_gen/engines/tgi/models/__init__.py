@@ -14,6 +14,7 @@ from .chat_request import ChatRequest
 from .chat_request_tool_choice_type_0 import ChatRequestToolChoiceType0
 from .chat_response_message import ChatResponseMessage
 from .chat_top_logprob import ChatTopLogprob
+from .compat_generate_request import CompatGenerateRequest
 from .delta_tool_call import DeltaToolCall
 from .details import Details
 from .error_response import ErrorResponse
@@ -63,6 +64,7 @@ __all__ = (
     "ChatRequestToolChoiceType0",
     "ChatResponseMessage",
     "ChatTopLogprob",
+    "CompatGenerateRequest",
     "DeltaToolCall",
     "Details",
     "ErrorResponse",

@@ -5,8 +5,25 @@ from .error_response import ErrorResponse
 from .generate_request import GenerateRequest
 from .generate_request_parameters import GenerateRequestParameters
 from .generate_response import GenerateResponse
+from .infer_input_tensor import InferInputTensor
+from .infer_output_tensor import InferOutputTensor
+from .infer_parameters import InferParameters
+from .infer_requested_output import InferRequestedOutput
+from .inference_request import InferenceRequest
+from .inference_response import InferenceResponse
+from .model_config import ModelConfig
+from .model_config_model_transaction_policy import ModelConfigModelTransactionPolicy
+from .model_config_tensor import ModelConfigTensor
 from .model_metadata import ModelMetadata
+from .model_statistics import ModelStatistics
+from .model_version_statistics import ModelVersionStatistics
+from .model_version_statistics_inference_stats import (
+    ModelVersionStatisticsInferenceStats,
+)
+from .repository_index_entry import RepositoryIndexEntry
+from .repository_index_request import RepositoryIndexRequest
 from .server_metadata import ServerMetadata
+from .statistic_duration import StatisticDuration
 from .tensor_metadata import TensorMetadata
 
 __all__ = (
@@ -14,7 +31,22 @@ __all__ = (
     "GenerateRequest",
     "GenerateRequestParameters",
     "GenerateResponse",
+    "InferenceRequest",
+    "InferenceResponse",
+    "InferInputTensor",
+    "InferOutputTensor",
+    "InferParameters",
+    "InferRequestedOutput",
+    "ModelConfig",
+    "ModelConfigModelTransactionPolicy",
+    "ModelConfigTensor",
     "ModelMetadata",
+    "ModelStatistics",
+    "ModelVersionStatistics",
+    "ModelVersionStatisticsInferenceStats",
+    "RepositoryIndexEntry",
+    "RepositoryIndexRequest",
     "ServerMetadata",
+    "StatisticDuration",
     "TensorMetadata",
 )
