@@ -9,7 +9,7 @@ from typing import Any
 
 import httpx
 
-from tests.engines.spec_support import engines_reference_dir
+from tests.engines.spec_support import engines_reference_dir, reference_path
 
 TRANSCRIPTS = engines_reference_dir() / "llamacpp-transcripts"
 TGI_SNAPSHOTS = engines_reference_dir() / "tgi-snapshots"
@@ -30,7 +30,7 @@ class Recording:
 
 def llamacpp_recordings() -> list[Recording]:
     found = []
-    for meta_path in sorted(TRANSCRIPTS.glob("*.json")):
+    for meta_path in sorted(reference_path("llamacpp-transcripts").glob("*.json")):
         meta = json.loads(meta_path.read_text())
         response = meta["response"]
         found.append(

@@ -4,6 +4,7 @@ yields exactly one terminal event with the right code, and never hangs."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 
 import httpx
@@ -54,12 +55,58 @@ FAULTS: dict[str, tuple[Script, str, int]] = {
     "5xx_every_attempt": (lambda f: [f.status(500)], "WORKER_RESET", 3),
     "413_not_retried": (lambda f: [f.status(413), f.ok()], "INVALID_PARAMS", 1),
     "422_not_retried": (lambda f: [f.status(422), f.ok()], "INVALID_PARAMS", 1),
+    # An OpenAI-style engine sends `finish_reason` but neither the usage chunk nor `[DONE]`.
+    "finish_reason_then_held_open": (
+        lambda f: [f.stream([*f.tokens(len(TOKENS)), f.dialect.final(len(TOKENS)).split(b"\n\n")[0] + b"\n\n", STALL])],
+        "end:stop",
+        1,
+    ),
 }
+
+
+def _with_unknown_members(part: bytes) -> bytes:
+    """Every JSON object payload of `part` with members no engine release has sent (yet)."""
+    lines = []
+    for line in part.split(b"\n"):
+        prefix, _, payload = line.partition(b":")
+        if prefix == b"data" and payload.strip().startswith(b"{"):
+            data = json.loads(payload)
+            data.update(x_future_field={"nested": [1, 2]}, x_future_flag=True)
+            line = prefix + b": " + json.dumps(data).encode()
+        lines.append(line)
+    return b"\n".join(lines)
+
+
+def _whole(f: Fake) -> bytes:
+    return b"".join(f.tokens(len(TOKENS))) + f.dialect.final(len(TOKENS))
+
+
+# Engine behaviour within the protocols: every one of these is a normal `end`.
+FAULTS.update(
+    {
+        "unknown_members": (lambda f: [f.stream([_with_unknown_members(_whole(f))])], "end:stop", 1),
+        "engine_comments": (
+            lambda f: [f.stream([b": ping\n\n" + t for t in f.tokens(len(TOKENS))] + [f.dialect.final(len(TOKENS))])],
+            "end:stop",
+            1,
+        ),
+        "crlf_line_ends": (lambda f: [f.stream([_whole(f).replace(b"\n", b"\r\n")])], "end:stop", 1),
+        "one_byte_reads": (lambda f: [f.stream([bytes([b]) for b in _whole(f)])], "end:stop", 1),
+        "slow_tokens": (
+            lambda f: [
+                f.stream([x for t in f.tokens(len(TOKENS)) for x in (0.05, t)] + [f.dialect.final(len(TOKENS))])
+            ],
+            "end:stop",
+            1,
+        ),
+    }
+)
 # Triton's stream has no end marker (EOF is its normal end), so a stream cut cleanly cannot be told from a
 # finished one; a connection cut mid-body is still WORKER_RESET (reset_mid_stream).
 EXCEPTIONS = {
     ("triton", "missing_terminal_chunk"): "end:stop",
     ("triton", "final_chunk_then_held_open"): "DECODE_TIMEOUT",  # no final chunk: a held body is a stall
+    ("triton", "finish_reason_then_held_open"): "DECODE_TIMEOUT",
 }
 
 

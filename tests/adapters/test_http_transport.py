@@ -205,3 +205,16 @@ async def test_header_values_with_cr_lf_or_nul_are_never_written(
         with pytest.raises(httpx.LocalProtocolError):
             await client(url).get("/a", headers={"Authorization": f"Bearer {bad}"})
     assert not server.requests
+
+
+async def test_a_host_at_its_connection_limit_does_not_starve_another_host() -> None:
+    async def script(_: bytes) -> tuple[bytes | list[bytes] | None, bool]:
+        return chunked(b"x"), False
+
+    async with ScriptedServer(script) as busy_url, ScriptedServer(script) as other_url:
+        async with httpx.AsyncClient(transport=EngineTransport(max_connections=1)) as http:
+            async with http.stream("GET", busy_url + "/held"):  # the busy host's only connection, held
+                with pytest.raises(httpx.PoolTimeout):
+                    await http.get(busy_url + "/b", timeout=httpx.Timeout(None, pool=0.05))
+                answered = await http.get(other_url + "/c", timeout=httpx.Timeout(None, pool=0.05))
+                assert answered.content == b"x"

@@ -130,12 +130,32 @@ def test_unknown_members_stay_accessible_on_the_generated_items() -> None:
     assert chunk.model_extra == {"added_later": 1}
 
 
-# What each mapper reads to produce the event stream: the most a stream item schema may require.
+# What each mapper reads to produce the event stream: the most a stream item schema may require. The control
+# answers that health and dispatch read (tests/adapters/test_tolerant_control.py) are held to the same rule.
 MAPPER_NEEDS = {
-    "llamacpp": {"CompletionChunk": {"content", "stop"}, "Timings": set(), "TextCompletionChunk": {"choices"}},
-    "vllm": {"CompletionChunk": {"choices"}, "CompletionChunkChoice": {"text"}, "Usage": set()},
-    "tgi": {"StreamResponse": {"token", "generated_text"}, "Token": {"text"}, "StreamDetails": set()},
-    "triton": {"GenerateResponse": {"text_output"}},
+    "llamacpp": {
+        "CompletionChunk": {"content", "stop"},
+        "Timings": set(),
+        "TextCompletionChunk": {"choices"},
+        "PropsResponse": set(),
+        "Slot": {"is_processing"},
+        "GenerationSettings": set(),
+    },
+    "vllm": {
+        "CompletionChunk": {"choices"},
+        "CompletionChunkChoice": {"text"},
+        "Usage": set(),
+        "VersionResponse": {"version"},
+        "ModelList": {"data"},
+        "ModelCard": {"id"},
+    },
+    "tgi": {
+        "StreamResponse": {"token", "generated_text"},
+        "Token": {"text"},
+        "StreamDetails": set(),
+        "Info": {"model_id", "version"},
+    },
+    "triton": {"GenerateResponse": {"text_output"}, "ServerMetadata": {"version"}, "ModelMetadata": {"name"}},
 }
 
 

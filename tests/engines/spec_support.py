@@ -46,6 +46,17 @@ def engines_reference_dir() -> Path:
     return shared_dir() / "reference" / "engines"
 
 
+def reference_path(*parts: str) -> Path:
+    """A file or directory of the engines' reference data, checked when a test needs it (never at import): a
+    missing one fails that test, saying where it was looked for and how to point elsewhere."""
+    path = engines_reference_dir().joinpath(*parts)
+    if not path.exists() or (path.is_dir() and not any(path.iterdir())):
+        raise FileNotFoundError(
+            f"reference data missing: {path} (the shared reference/ tree beside the clone, or $LLAMA_ORCH_SHARED)"
+        )
+    return path
+
+
 class _UniqueKeyLoader(yaml.SafeLoader):
     """A SafeLoader that rejects duplicate mapping keys (PyYAML silently keeps the last one)."""
 

@@ -162,6 +162,8 @@ def error_for_exception(exc: BaseException) -> EngineError:
         return EngineError("WORKER_RESET", "the engine stream ended without its terminal chunk")
     if isinstance(exc, StreamDecodeError):
         return EngineError("WORKER_RESET", f"malformed engine stream item: {exc}")
+    if isinstance(exc, httpx.LocalProtocolError):  # we refused to send it: no engine is at fault, no retry helps
+        return EngineError("INTERNAL", f"request not sent: {exc}", retriable=False)
     if isinstance(exc, httpx.TimeoutException):
         return EngineError("DECODE_TIMEOUT", f"engine read timed out ({type(exc).__name__})")
     if isinstance(exc, httpx.TransportError):

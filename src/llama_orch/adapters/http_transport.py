@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
 
 import httpx
-from httptools import HttpParserError, HttpResponseParser
+from httptools import HttpParserError, HttpParserUpgrade, HttpResponseParser
 
 __all__ = ["EngineTransport"]
 
@@ -34,7 +34,9 @@ _DEFAULT_PORTS = {"http": 80, "https": 443}
 # Framing is ours to set: the body is sent whole with its length.
 _FRAMING_HEADERS = frozenset({b"content-length", b"transfer-encoding"})
 
-_UNSAFE = re.compile(rb"[\r\n\x00]")  # would end the header line early: header injection
+# RFC 9110 §5.1: a header name is a token; a value never holds CR, LF or NUL (a line break would start a new header).
+_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_UNSAFE_VALUE = re.compile(rb"[\r\n\x00]")
 
 Key = tuple[str, str, int]
 
@@ -44,7 +46,8 @@ class _StaleConnection(Exception):
 
 
 class _Response:
-    """httptools callbacks for one response; `body` collects what arrived since it was last taken."""
+    """httptools callbacks for one response; `body` collects what arrived since it was last taken. Interim 1xx
+    responses (100 Continue, 103 Early Hints, ...) are skipped: llhttp parses each as a message of its own."""
 
     __slots__ = ("parser", "headers", "body", "headers_done", "complete", "keep_alive", "interim")
 
@@ -55,33 +58,40 @@ class _Response:
         self.headers_done = False
         self.complete = False
         self.keep_alive = False
-        self.interim = False  # inside a 1xx response, which is skipped
+        self.interim = False
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # bytes after the end of the response: the connection is out of step, never reuse it
+            self.keep_alive = False
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self.headers.append((name, value))
+        if not self.complete:
+            self.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
-        status = self.parser.get_status_code()
-        if 100 <= status < 200 and status != 101:
-            # RFC 9110 §15.2: interim responses (100 Continue, 103 Early Hints) precede the final one; skip them.
-            self.interim = True
+        if 100 <= self.parser.get_status_code() < 200:
+            self.interim = True  # its headers are not the response's
             self.headers.clear()
             return
         self.headers_done = True
 
     def on_body(self, body: bytes) -> None:
-        self.body.append(body)
+        if not self.complete:
+            self.body.append(body)
 
     def on_message_complete(self) -> None:
         if self.interim:
             self.interim = False
             return
-        self.complete = True
-        self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
+        if not self.complete:
+            self.complete = True
+            self.keep_alive = self.parser.should_keep_alive()  # llhttp forgets it once the message is done
 
     def feed(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
+        except HttpParserUpgrade:
+            raise httpx.RemoteProtocolError("the server switched protocols (101); an engine answers HTTP") from None
         except HttpParserError as exc:
             raise httpx.RemoteProtocolError(f"malformed response from the server: {exc}") from exc
 
@@ -181,9 +191,10 @@ class _Body(httpx.AsyncByteStream):
 
 class EngineTransport(httpx.AsyncBaseTransport):
     """Pooled keep-alive HTTP/1.1 connections (see the module docstring). `max_connections` bounds the open
-    connections (None: the callers bound concurrency, as the orchestrator does per replica); at most
-    `max_idle` idle ones are kept, each for `idle_expiry_s`. `tls` verifies https engines (a private CA, a client
-    certificate); one transport serves one replica, so limits and idle connections never cross hosts."""
+    connections to each host (None: the callers bound concurrency, as the orchestrator does per replica); one busy
+    host never takes another's connections. At most `max_idle` idle ones are kept per host, each for
+    `idle_expiry_s`. `tls` verifies https engines (a private CA, a client certificate; None: the system's trust
+    store). The orchestrator gives each replica a transport of its own."""
 
     def __init__(
         self,
@@ -194,8 +205,9 @@ class EngineTransport(httpx.AsyncBaseTransport):
         tls: ssl.SSLContext | None = None,
     ) -> None:
         self._idle: dict[Key, list[_Connection]] = {}
-        self._slots = asyncio.Semaphore(max_connections) if max_connections else None
-        self._held: set[_Connection] = set()  # connections holding a `_slots` permit
+        self._max_connections = max_connections
+        self._slots: dict[Key, asyncio.Semaphore] = {}  # per host, with `max_connections`
+        self._held: dict[_Connection, asyncio.Semaphore] = {}  # connections holding a permit of their host's
         self._max_idle = max_idle
         self._idle_expiry_s = idle_expiry_s
         self._tls = tls  # None: the system's trust store, made on first use
@@ -265,25 +277,29 @@ class EngineTransport(httpx.AsyncBaseTransport):
             if connection.open() and now - connection.idle_since < self._idle_expiry_s:
                 return connection, True
             self.discard(connection)
-        async with self._permit(timeouts.get("pool")):
+        async with self._permit(key, timeouts.get("pool")) as slot:
             connection = await self._connect(key, timeouts.get("connect"))
+        if slot is not None:
+            self._held[connection] = slot
         return connection, False
 
     @asynccontextmanager
-    async def _permit(self, timeout: float | None) -> AsyncIterator[None]:
-        """Reserve a connection slot for the connection opened inside (kept until it is forgotten)."""
-        if self._slots is None:
-            yield
+    async def _permit(self, key: Key, timeout: float | None) -> AsyncIterator[asyncio.Semaphore | None]:
+        """Reserve one of the host's connection slots for the connection opened inside (kept until it is
+        forgotten)."""
+        if self._max_connections is None:
+            yield None
             return
+        slot = self._slots.setdefault(key, asyncio.Semaphore(self._max_connections))
         try:
             async with asyncio.timeout(timeout):
-                await self._slots.acquire()
+                await slot.acquire()
         except TimeoutError:
-            raise httpx.PoolTimeout("no free connection to the engine in time") from None
+            raise httpx.PoolTimeout(f"no free connection to {key[1]}:{key[2]} in time") from None
         try:
-            yield
+            yield slot
         except BaseException:
-            self._slots.release()
+            slot.release()
             raise
 
     async def _connect(self, key: Key, timeout: float | None) -> _Connection:
@@ -302,10 +318,7 @@ class EngineTransport(httpx.AsyncBaseTransport):
         if sock is not None:
             # A request is one write and tokens are small: never wait on Nagle's algorithm.
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        connection = _Connection(key, reader, writer)
-        if self._slots is not None:
-            self._held.add(connection)
-        return connection
+        return _Connection(key, reader, writer)
 
     def release(self, connection: _Connection) -> None:
         """A response was read to its end on a keep-alive connection: keep it for the next request."""
@@ -343,9 +356,9 @@ class EngineTransport(httpx.AsyncBaseTransport):
     def discard(self, connection: _Connection) -> None:
         """Close a connection that will not be used again, and free its slot."""
         connection.abort()
-        if connection in self._held and self._slots is not None:
-            self._held.discard(connection)
-            self._slots.release()
+        slot = self._held.pop(connection, None)
+        if slot is not None:
+            slot.release()
 
     async def aclose(self) -> None:
         for job in list(self._draining):
@@ -362,9 +375,13 @@ class EngineTransport(httpx.AsyncBaseTransport):
 def _head(request: httpx.Request, body: bytes) -> bytes:
     lines = [b"%s %s HTTP/1.1" % (request.method.encode(), request.url.raw_path)]
     for name, value in request.headers.raw:
-        if _UNSAFE.search(name) or _UNSAFE.search(value):
-            raise httpx.LocalProtocolError(f"header {name.decode(errors='replace')!r} holds CR, LF or NUL: not sent")
-    lines += [b"%s: %s" % (name, value) for name, value in request.headers.raw if name.lower() not in _FRAMING_HEADERS]
+        if not _TOKEN.fullmatch(name):
+            raise httpx.LocalProtocolError(f"invalid header name {name[:64]!r}: not sent")
+        if _UNSAFE_VALUE.search(value):
+            # The value may be a secret: name the header only.
+            raise httpx.LocalProtocolError(f"header {name.decode()!r} holds CR, LF or NUL: not sent")
+        if name.lower() not in _FRAMING_HEADERS:
+            lines.append(b"%s: %s" % (name, value))
     if body or request.method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: %d" % len(body))
     return b"\r\n".join(lines) + b"\r\n\r\n" + body

@@ -15,6 +15,9 @@ from llama_orch_gen.engines.llamacpp.api.openai import v1_completions, v1_models
 from llama_orch_gen.engines.llamacpp.models.completion_request import CompletionRequest
 from llama_orch_gen.engines.llamacpp.models.error_response import ErrorResponse
 from llama_orch_gen.engines.llamacpp.models.props_response import PropsResponse
+from llama_orch_gen.engines.llamacpp.models.props_response_default_generation_settings import (
+    PropsResponseDefaultGenerationSettings,
+)
 from llama_orch_gen.engines.llamacpp.models.text_completion_request import TextCompletionRequest
 
 from llama_orch.adapters.base import EngineProps, EngineVersion
@@ -146,8 +149,8 @@ class LlamaCppAdapter(HttpAdapter):
 
     async def _fetch_version(self) -> EngineVersion:
         found = await self._props()
-        model = found.model_alias if isinstance(found.model_alias, str) else found.model_path
-        return EngineVersion(engine=self.engine, version=found.build_info, model=self.model or model)
+        version = found.build_info if isinstance(found.build_info, str) else "unknown"  # older builds: no build_info
+        return EngineVersion(engine=self.engine, version=version, model=self.model or _model_name(found))
 
     async def _props(self) -> PropsResponse:
         response = await props.asyncio_detailed(client=self.client)
@@ -164,13 +167,21 @@ class LlamaCppAdapter(HttpAdapter):
         answer = await self.call(slots.asyncio_detailed(client=self.client))
         if isinstance(answer.parsed, list):  # /slots may be disabled (--no-slots → 501)
             free = sum(not slot.is_processing for slot in answer.parsed)
-        settings = found.default_generation_settings.to_dict()
-        n_ctx = settings.get("n_ctx")
-        self._slots_total = found.total_slots
+        settings = found.default_generation_settings
+        n_ctx = settings.n_ctx if isinstance(settings, PropsResponseDefaultGenerationSettings) else None
+        self._slots_total = found.total_slots if isinstance(found.total_slots, int) else None
         return EngineProps(
-            slots_total=found.total_slots,
+            slots_total=self._slots_total,
             slots_free=free,
             ctx_size=n_ctx if isinstance(n_ctx, int) else None,
-            model=found.model_alias if isinstance(found.model_alias, str) else found.model_path,
+            model=_model_name(found),
             raw=found.to_dict(),
         )
+
+
+def _model_name(found: PropsResponse) -> str | None:
+    """The alias, else the model path (both informational: older builds have neither)."""
+    for name in (found.model_alias, found.model_path):
+        if isinstance(name, str):
+            return name
+    return None

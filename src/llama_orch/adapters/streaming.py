@@ -35,6 +35,8 @@ __all__ = ["EngineStream", "FinishReason", "StreamingAdapter", "Tally"]
 logger = logging.getLogger("llama_orch.adapters")
 
 FinishReason = Literal["stop", "length", "canceled"]
+# After the engine's final item, how long the relay waits for what may follow it (a usage chunk, `[DONE]`).
+_TAIL_S = 1.0
 
 
 class EngineStream(Protocol):
@@ -184,6 +186,10 @@ class StreamingAdapter(ABC):
                         batch = await anext(batches)
                 except StopAsyncIteration:
                     break
+                except TimeoutError:
+                    if tally.finish_reason is None:
+                        raise
+                    break  # the final item came: what may follow it (usage, `[DONE]`) is given up
                 run.worker = None
                 texts, failure = self._texts(batch, tally)
                 if texts:
@@ -196,6 +202,8 @@ class StreamingAdapter(ABC):
                     due = loop.time() + self.policy.inter_token_s
                 if failure is not None:
                     raise failure
+                if tally.finish_reason is not None:
+                    due = min(due, loop.time() + _TAIL_S)
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, tally.finish_reason)
         except _Canceled:
             terminal = _end(tally, index, dispatched, first_token_at, loop.time(), version, "canceled")

@@ -113,8 +113,8 @@ class TgiAdapter(HttpAdapter):
         """TGI admits `max_concurrent_requests` at once (then 429): reported as its slots."""
         found = await self.call(self._info())
         return EngineProps(
-            slots_total=found.max_concurrent_requests,
-            ctx_size=found.max_total_tokens,
+            slots_total=found.max_concurrent_requests if isinstance(found.max_concurrent_requests, int) else None,
+            ctx_size=found.max_total_tokens if isinstance(found.max_total_tokens, int) else None,
             model=found.model_id,
             raw=found.to_dict(),
         )

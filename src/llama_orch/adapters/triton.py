@@ -77,7 +77,8 @@ class TritonAdapter(HttpAdapter):
         if isinstance(model.parsed, ModelMetadata):
             versions = model.parsed.versions if isinstance(model.parsed.versions, list) else []
             label = f"{model.parsed.name}:{versions[-1]}" if versions else model.parsed.name
-            label = f"{label} ({model.parsed.platform})"
+            if isinstance(model.parsed.platform, str):
+                label = f"{label} ({model.parsed.platform})"
         return EngineVersion(engine=self.engine, version=server.parsed.version, model=label)
 
     async def _probe_health(self) -> Any:

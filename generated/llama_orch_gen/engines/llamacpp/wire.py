@@ -579,16 +579,16 @@ class GenerationSettings(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    seed: int
+    seed: int | None = None
     """
     Sampling seed; 4294967295 (uint32 -1) means random
     """
-    temperature: float
+    temperature: float | None = None
     dynatemp_range: float | None = None
     dynatemp_exponent: float | None = None
-    top_k: int
-    top_p: float
-    min_p: float
+    top_k: int | None = None
+    top_p: float | None = None
+    min_p: float | None = None
     top_n_sigma: float | None = None
     xtc_probability: float | None = None
     xtc_threshold: float | None = None
@@ -609,7 +609,7 @@ class GenerationSettings(BaseModel):
     adaptive_decay: float | None = None
     stop: list[str] | None = None
     max_tokens: int | None = None
-    n_predict: int
+    n_predict: int | None = None
     """
     Token limit; -1 = until EOS or context end
     """
@@ -650,11 +650,11 @@ class Slot(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    id: int
+    id: int | None = None
     """
     Slot index
     """
-    n_ctx: int
+    n_ctx: int | None = None
     """
     Context size of the slot
     """
@@ -1209,8 +1209,8 @@ class DefaultGenerationSettings(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    params: GenerationSettings
-    n_ctx: int
+    params: GenerationSettings | None = None
+    n_ctx: int | None = None
     """
     Context size per slot, in tokens
     """
@@ -1224,11 +1224,11 @@ class PropsResponse(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    default_generation_settings: DefaultGenerationSettings
+    default_generation_settings: DefaultGenerationSettings | None = None
     """
     Settings a request starts from
     """
-    total_slots: int
+    total_slots: int | None = None
     """
     Number of parallel slots (`-np`)
     """
@@ -1240,7 +1240,7 @@ class PropsResponse(BaseModel):
     """
     Weight file type
     """
-    model_path: str
+    model_path: str | None = None
     """
     Path of the loaded model file
     """
@@ -1292,7 +1292,7 @@ class PropsResponse(BaseModel):
     """
     End-of-sequence token text
     """
-    build_info: Annotated[str, Field(examples=["b0-unknown", "b1234-abcdef0"])]
+    build_info: Annotated[str | None, Field(examples=["b0-unknown", "b1234-abcdef0"])] = None
     """
     Engine version, "b<build number>-<commit>"
     """

@@ -54,23 +54,23 @@ class Info(BaseModel):
     """
     model_sha: str | None = None
     model_pipeline_tag: str | None = None
-    max_concurrent_requests: Annotated[int, Field(ge=0)]
+    max_concurrent_requests: Annotated[int | None, Field(ge=0)] = None
     """
     Requests in flight before 429
     """
-    max_best_of: Annotated[int, Field(ge=0)]
-    max_stop_sequences: Annotated[int, Field(ge=0)]
+    max_best_of: Annotated[int | None, Field(ge=0)] = None
+    max_stop_sequences: Annotated[int | None, Field(ge=0)] = None
     """
     Maximum entries in parameters.stop
     """
-    max_input_tokens: Annotated[int, Field(ge=0)]
-    max_total_tokens: Annotated[int, Field(ge=0)]
+    max_input_tokens: Annotated[int | None, Field(ge=0)] = None
+    max_total_tokens: Annotated[int | None, Field(ge=0)] = None
     """
     Input plus generated tokens per request
     """
-    validation_workers: Annotated[int, Field(ge=0)]
-    max_client_batch_size: Annotated[int, Field(ge=0)]
-    router: str
+    validation_workers: Annotated[int | None, Field(ge=0)] = None
+    max_client_batch_size: Annotated[int | None, Field(ge=0)] = None
+    router: str | None = None
     """
     "text-generation-router"
     """

@@ -29,7 +29,7 @@ class ServerMetadata(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    name: str
+    name: str | None = None
     """
     "triton"
     """
@@ -37,7 +37,7 @@ class ServerMetadata(BaseModel):
     """
     Server version (the engine version)
     """
-    extensions: list[str]
+    extensions: list[str] | None = None
     """
     Protocol extensions (classification, sequence, model_repository, statistics, ...)
     """
@@ -72,7 +72,7 @@ class ModelMetadata(BaseModel):
     )
     name: str
     versions: list[str] | None = None
-    platform: str
+    platform: str | None = None
     """
     ensemble, tensorrt_llm, python, ...
     """

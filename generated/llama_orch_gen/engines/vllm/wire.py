@@ -516,12 +516,12 @@ class ModelCard(BaseModel):
     """
     Served model name
     """
-    object: Literal["model"]
-    created: int
+    object: Literal["model"] | None = None
+    created: int | None = None
     """
     Unix seconds
     """
-    owned_by: str
+    owned_by: str | None = None
     """
     "vllm"
     """
@@ -686,7 +686,7 @@ class ModelList(BaseModel):
     model_config = ConfigDict(
         extra="allow",
     )
-    object: Literal["list"]
+    object: Literal["list"] | None = None
     data: list[ModelCard]
 
 

@@ -26,16 +26,14 @@ class GenerationSettings:
 
     """
 
-    seed: int
+    seed: int | Unset = UNSET
     """ Sampling seed; 4294967295 (uint32 -1) means random """
-    temperature: float
-    top_k: int
-    top_p: float
-    min_p: float
-    n_predict: int
-    """ Token limit; -1 = until EOS or context end """
+    temperature: float | Unset = UNSET
     dynatemp_range: float | Unset = UNSET
     dynatemp_exponent: float | Unset = UNSET
+    top_k: int | Unset = UNSET
+    top_p: float | Unset = UNSET
+    min_p: float | Unset = UNSET
     top_n_sigma: float | Unset = UNSET
     xtc_probability: float | Unset = UNSET
     xtc_threshold: float | Unset = UNSET
@@ -56,6 +54,8 @@ class GenerationSettings:
     adaptive_decay: float | Unset = UNSET
     stop: list[str] | Unset = UNSET
     max_tokens: int | Unset = UNSET
+    n_predict: int | Unset = UNSET
+    """ Token limit; -1 = until EOS or context end """
     n_keep: int | Unset = UNSET
     n_discard: int | Unset = UNSET
     ignore_eos: bool | Unset = UNSET
@@ -86,17 +86,15 @@ class GenerationSettings:
 
         temperature = self.temperature
 
+        dynatemp_range = self.dynatemp_range
+
+        dynatemp_exponent = self.dynatemp_exponent
+
         top_k = self.top_k
 
         top_p = self.top_p
 
         min_p = self.min_p
-
-        n_predict = self.n_predict
-
-        dynatemp_range = self.dynatemp_range
-
-        dynatemp_exponent = self.dynatemp_exponent
 
         top_n_sigma = self.top_n_sigma
 
@@ -141,6 +139,8 @@ class GenerationSettings:
             stop = self.stop
 
         max_tokens = self.max_tokens
+
+        n_predict = self.n_predict
 
         n_keep = self.n_keep
 
@@ -202,20 +202,21 @@ class GenerationSettings:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "seed": seed,
-                "temperature": temperature,
-                "top_k": top_k,
-                "top_p": top_p,
-                "min_p": min_p,
-                "n_predict": n_predict,
-            }
-        )
+        field_dict.update({})
+        if seed is not UNSET:
+            field_dict["seed"] = seed
+        if temperature is not UNSET:
+            field_dict["temperature"] = temperature
         if dynatemp_range is not UNSET:
             field_dict["dynatemp_range"] = dynatemp_range
         if dynatemp_exponent is not UNSET:
             field_dict["dynatemp_exponent"] = dynatemp_exponent
+        if top_k is not UNSET:
+            field_dict["top_k"] = top_k
+        if top_p is not UNSET:
+            field_dict["top_p"] = top_p
+        if min_p is not UNSET:
+            field_dict["min_p"] = min_p
         if top_n_sigma is not UNSET:
             field_dict["top_n_sigma"] = top_n_sigma
         if xtc_probability is not UNSET:
@@ -256,6 +257,8 @@ class GenerationSettings:
             field_dict["stop"] = stop
         if max_tokens is not UNSET:
             field_dict["max_tokens"] = max_tokens
+        if n_predict is not UNSET:
+            field_dict["n_predict"] = n_predict
         if n_keep is not UNSET:
             field_dict["n_keep"] = n_keep
         if n_discard is not UNSET:
@@ -309,21 +312,19 @@ class GenerationSettings:
         from ..models.lora_adapter import LoraAdapter  # noqa: PLC0415
 
         d = dict(src_dict)
-        seed = d.pop("seed")
+        seed = d.pop("seed", UNSET)
 
-        temperature = d.pop("temperature")
-
-        top_k = d.pop("top_k")
-
-        top_p = d.pop("top_p")
-
-        min_p = d.pop("min_p")
-
-        n_predict = d.pop("n_predict")
+        temperature = d.pop("temperature", UNSET)
 
         dynatemp_range = d.pop("dynatemp_range", UNSET)
 
         dynatemp_exponent = d.pop("dynatemp_exponent", UNSET)
+
+        top_k = d.pop("top_k", UNSET)
+
+        top_p = d.pop("top_p", UNSET)
+
+        min_p = d.pop("min_p", UNSET)
 
         top_n_sigma = d.pop("top_n_sigma", UNSET)
 
@@ -364,6 +365,8 @@ class GenerationSettings:
         stop = cast(list[str], d.pop("stop", UNSET))
 
         max_tokens = d.pop("max_tokens", UNSET)
+
+        n_predict = d.pop("n_predict", UNSET)
 
         n_keep = d.pop("n_keep", UNSET)
 
@@ -424,12 +427,11 @@ class GenerationSettings:
         generation_settings = cls(
             seed=seed,
             temperature=temperature,
+            dynatemp_range=dynatemp_range,
+            dynatemp_exponent=dynatemp_exponent,
             top_k=top_k,
             top_p=top_p,
             min_p=min_p,
-            n_predict=n_predict,
-            dynatemp_range=dynatemp_range,
-            dynatemp_exponent=dynatemp_exponent,
             top_n_sigma=top_n_sigma,
             xtc_probability=xtc_probability,
             xtc_threshold=xtc_threshold,
@@ -450,6 +452,7 @@ class GenerationSettings:
             adaptive_decay=adaptive_decay,
             stop=stop,
             max_tokens=max_tokens,
+            n_predict=n_predict,
             n_keep=n_keep,
             n_discard=n_discard,
             ignore_eos=ignore_eos,

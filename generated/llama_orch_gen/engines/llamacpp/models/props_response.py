@@ -25,18 +25,16 @@ T = TypeVar("T", bound="PropsResponse")
 class PropsResponse:
     """Server properties (`GET /props`); served from a cache while the server sleeps"""
 
-    default_generation_settings: PropsResponseDefaultGenerationSettings
+    default_generation_settings: PropsResponseDefaultGenerationSettings | Unset = UNSET
     """ Settings a request starts from """
-    total_slots: int
+    total_slots: int | Unset = UNSET
     """ Number of parallel slots (`-np`) """
-    model_path: str
-    """ Path of the loaded model file """
-    build_info: str
-    """ Engine version, "b<build number>-<commit>" """
     model_alias: str | Unset = UNSET
     """ Model alias (`--alias`) or path """
     model_ftype: str | Unset = UNSET
     """ Weight file type """
+    model_path: str | Unset = UNSET
+    """ Path of the loaded model file """
     modalities: PropsResponseModalities | Unset = UNSET
     """ Input modalities the model accepts """
     media_marker: str | Unset = UNSET
@@ -61,6 +59,8 @@ class PropsResponse:
     """ Beginning-of-sequence token text """
     eos_token: str | Unset = UNSET
     """ End-of-sequence token text """
+    build_info: str | Unset = UNSET
+    """ Engine version, "b<build number>-<commit>" """
     is_sleeping: bool | Unset = UNSET
     """ The server is sleeping (model unloaded) """
     cors_proxy_enabled: bool | Unset = UNSET
@@ -68,17 +68,17 @@ class PropsResponse:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        default_generation_settings = self.default_generation_settings.to_dict()
+        default_generation_settings: dict[str, Any] | Unset = UNSET
+        if not isinstance(self.default_generation_settings, Unset):
+            default_generation_settings = self.default_generation_settings.to_dict()
 
         total_slots = self.total_slots
-
-        model_path = self.model_path
-
-        build_info = self.build_info
 
         model_alias = self.model_alias
 
         model_ftype = self.model_ftype
+
+        model_path = self.model_path
 
         modalities: dict[str, Any] | Unset = UNSET
         if not isinstance(self.modalities, Unset):
@@ -110,24 +110,25 @@ class PropsResponse:
 
         eos_token = self.eos_token
 
+        build_info = self.build_info
+
         is_sleeping = self.is_sleeping
 
         cors_proxy_enabled = self.cors_proxy_enabled
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "default_generation_settings": default_generation_settings,
-                "total_slots": total_slots,
-                "model_path": model_path,
-                "build_info": build_info,
-            }
-        )
+        field_dict.update({})
+        if default_generation_settings is not UNSET:
+            field_dict["default_generation_settings"] = default_generation_settings
+        if total_slots is not UNSET:
+            field_dict["total_slots"] = total_slots
         if model_alias is not UNSET:
             field_dict["model_alias"] = model_alias
         if model_ftype is not UNSET:
             field_dict["model_ftype"] = model_ftype
+        if model_path is not UNSET:
+            field_dict["model_path"] = model_path
         if modalities is not UNSET:
             field_dict["modalities"] = modalities
         if media_marker is not UNSET:
@@ -152,6 +153,8 @@ class PropsResponse:
             field_dict["bos_token"] = bos_token
         if eos_token is not UNSET:
             field_dict["eos_token"] = eos_token
+        if build_info is not UNSET:
+            field_dict["build_info"] = build_info
         if is_sleeping is not UNSET:
             field_dict["is_sleeping"] = is_sleeping
         if cors_proxy_enabled is not UNSET:
@@ -171,19 +174,20 @@ class PropsResponse:
         from ..models.props_response_ui_settings import PropsResponseUiSettings  # noqa: PLC0415
 
         d = dict(src_dict)
-        default_generation_settings = PropsResponseDefaultGenerationSettings.from_dict(
-            d.pop("default_generation_settings")
-        )
+        _default_generation_settings = d.pop("default_generation_settings", UNSET)
+        default_generation_settings: PropsResponseDefaultGenerationSettings | Unset
+        if isinstance(_default_generation_settings, Unset):
+            default_generation_settings = UNSET
+        else:
+            default_generation_settings = PropsResponseDefaultGenerationSettings.from_dict(_default_generation_settings)
 
-        total_slots = d.pop("total_slots")
-
-        model_path = d.pop("model_path")
-
-        build_info = d.pop("build_info")
+        total_slots = d.pop("total_slots", UNSET)
 
         model_alias = d.pop("model_alias", UNSET)
 
         model_ftype = d.pop("model_ftype", UNSET)
+
+        model_path = d.pop("model_path", UNSET)
 
         _modalities = d.pop("modalities", UNSET)
         modalities: PropsResponseModalities | Unset
@@ -224,6 +228,8 @@ class PropsResponse:
 
         eos_token = d.pop("eos_token", UNSET)
 
+        build_info = d.pop("build_info", UNSET)
+
         is_sleeping = d.pop("is_sleeping", UNSET)
 
         cors_proxy_enabled = d.pop("cors_proxy_enabled", UNSET)
@@ -231,10 +237,9 @@ class PropsResponse:
         props_response = cls(
             default_generation_settings=default_generation_settings,
             total_slots=total_slots,
-            model_path=model_path,
-            build_info=build_info,
             model_alias=model_alias,
             model_ftype=model_ftype,
+            model_path=model_path,
             modalities=modalities,
             media_marker=media_marker,
             endpoint_slots=endpoint_slots,
@@ -247,6 +252,7 @@ class PropsResponse:
             chat_template_tool_use=chat_template_tool_use,
             bos_token=bos_token,
             eos_token=eos_token,
+            build_info=build_info,
             is_sleeping=is_sleeping,
             cors_proxy_enabled=cors_proxy_enabled,
         )

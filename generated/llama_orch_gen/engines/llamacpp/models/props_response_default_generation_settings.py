@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 if TYPE_CHECKING:
     from ..models.generation_settings import GenerationSettings
 
@@ -18,26 +20,27 @@ T = TypeVar("T", bound="PropsResponseDefaultGenerationSettings")
 class PropsResponseDefaultGenerationSettings:
     """Settings a request starts from"""
 
-    params: GenerationSettings
+    params: GenerationSettings | Unset = UNSET
     """ Sampling settings of a task (`generation_settings` in results, `params` in /props and /slots). Not every key
     is present in every place. """
-    n_ctx: int
+    n_ctx: int | Unset = UNSET
     """ Context size per slot, in tokens """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        params = self.params.to_dict()
+        params: dict[str, Any] | Unset = UNSET
+        if not isinstance(self.params, Unset):
+            params = self.params.to_dict()
 
         n_ctx = self.n_ctx
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update(
-            {
-                "params": params,
-                "n_ctx": n_ctx,
-            }
-        )
+        field_dict.update({})
+        if params is not UNSET:
+            field_dict["params"] = params
+        if n_ctx is not UNSET:
+            field_dict["n_ctx"] = n_ctx
 
         return field_dict
 
@@ -46,9 +49,14 @@ class PropsResponseDefaultGenerationSettings:
         from ..models.generation_settings import GenerationSettings  # noqa: PLC0415
 
         d = dict(src_dict)
-        params = GenerationSettings.from_dict(d.pop("params"))
+        _params = d.pop("params", UNSET)
+        params: GenerationSettings | Unset
+        if isinstance(_params, Unset):
+            params = UNSET
+        else:
+            params = GenerationSettings.from_dict(_params)
 
-        n_ctx = d.pop("n_ctx")
+        n_ctx = d.pop("n_ctx", UNSET)
 
         props_response_default_generation_settings = cls(
             params=params,

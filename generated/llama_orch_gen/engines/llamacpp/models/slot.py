@@ -21,12 +21,12 @@ T = TypeVar("T", bound="Slot")
 class Slot:
     """One slot (`GET /slots`); task fields appear only while it processes"""
 
-    id: int
-    """ Slot index """
-    n_ctx: int
-    """ Context size of the slot """
     is_processing: bool
     """ The slot runs a task """
+    id: int | Unset = UNSET
+    """ Slot index """
+    n_ctx: int | Unset = UNSET
+    """ Context size of the slot """
     speculative: bool | Unset = UNSET
     """ Speculative decoding is on """
     id_task: int | Unset = UNSET
@@ -43,11 +43,11 @@ class Slot:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        is_processing = self.is_processing
+
         id = self.id
 
         n_ctx = self.n_ctx
-
-        is_processing = self.is_processing
 
         speculative = self.speculative
 
@@ -83,11 +83,13 @@ class Slot:
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "id": id,
-                "n_ctx": n_ctx,
                 "is_processing": is_processing,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
+        if n_ctx is not UNSET:
+            field_dict["n_ctx"] = n_ctx
         if speculative is not UNSET:
             field_dict["speculative"] = speculative
         if id_task is not UNSET:
@@ -115,11 +117,11 @@ class Slot:
         from ..models.slot_next_token import SlotNextToken  # noqa: PLC0415
 
         d = dict(src_dict)
-        id = d.pop("id")
-
-        n_ctx = d.pop("n_ctx")
-
         is_processing = d.pop("is_processing")
+
+        id = d.pop("id", UNSET)
+
+        n_ctx = d.pop("n_ctx", UNSET)
 
         speculative = d.pop("speculative", UNSET)
 
@@ -167,9 +169,9 @@ class Slot:
         generated = d.pop("generated", UNSET)
 
         slot = cls(
+            is_processing=is_processing,
             id=id,
             n_ctx=n_ctx,
-            is_processing=is_processing,
             speculative=speculative,
             id_task=id_task,
             n_prompt_tokens=n_prompt_tokens,

@@ -18,22 +18,22 @@ class Info:
 
     model_id: str
     """ Hub id or path of the model """
-    max_concurrent_requests: int
-    """ Requests in flight before 429 """
-    max_best_of: int
-    max_stop_sequences: int
-    """ Maximum entries in parameters.stop """
-    max_input_tokens: int
-    max_total_tokens: int
-    """ Input plus generated tokens per request """
-    validation_workers: int
-    max_client_batch_size: int
-    router: str
-    """ "text-generation-router" """
     version: str
     """ Router crate version (the engine version) """
     model_sha: None | str | Unset = UNSET
     model_pipeline_tag: None | str | Unset = UNSET
+    max_concurrent_requests: int | Unset = UNSET
+    """ Requests in flight before 429 """
+    max_best_of: int | Unset = UNSET
+    max_stop_sequences: int | Unset = UNSET
+    """ Maximum entries in parameters.stop """
+    max_input_tokens: int | Unset = UNSET
+    max_total_tokens: int | Unset = UNSET
+    """ Input plus generated tokens per request """
+    validation_workers: int | Unset = UNSET
+    max_client_batch_size: int | Unset = UNSET
+    router: str | Unset = UNSET
+    """ "text-generation-router" """
     sha: None | str | Unset = UNSET
     """ Git sha of the build """
     docker_label: None | str | Unset = UNSET
@@ -42,6 +42,20 @@ class Info:
 
     def to_dict(self) -> dict[str, Any]:
         model_id = self.model_id
+
+        version = self.version
+
+        model_sha: None | str | Unset
+        if isinstance(self.model_sha, Unset):
+            model_sha = UNSET
+        else:
+            model_sha = self.model_sha
+
+        model_pipeline_tag: None | str | Unset
+        if isinstance(self.model_pipeline_tag, Unset):
+            model_pipeline_tag = UNSET
+        else:
+            model_pipeline_tag = self.model_pipeline_tag
 
         max_concurrent_requests = self.max_concurrent_requests
 
@@ -58,20 +72,6 @@ class Info:
         max_client_batch_size = self.max_client_batch_size
 
         router = self.router
-
-        version = self.version
-
-        model_sha: None | str | Unset
-        if isinstance(self.model_sha, Unset):
-            model_sha = UNSET
-        else:
-            model_sha = self.model_sha
-
-        model_pipeline_tag: None | str | Unset
-        if isinstance(self.model_pipeline_tag, Unset):
-            model_pipeline_tag = UNSET
-        else:
-            model_pipeline_tag = self.model_pipeline_tag
 
         sha: None | str | Unset
         if isinstance(self.sha, Unset):
@@ -90,14 +90,6 @@ class Info:
         field_dict.update(
             {
                 "model_id": model_id,
-                "max_concurrent_requests": max_concurrent_requests,
-                "max_best_of": max_best_of,
-                "max_stop_sequences": max_stop_sequences,
-                "max_input_tokens": max_input_tokens,
-                "max_total_tokens": max_total_tokens,
-                "validation_workers": validation_workers,
-                "max_client_batch_size": max_client_batch_size,
-                "router": router,
                 "version": version,
             }
         )
@@ -105,6 +97,22 @@ class Info:
             field_dict["model_sha"] = model_sha
         if model_pipeline_tag is not UNSET:
             field_dict["model_pipeline_tag"] = model_pipeline_tag
+        if max_concurrent_requests is not UNSET:
+            field_dict["max_concurrent_requests"] = max_concurrent_requests
+        if max_best_of is not UNSET:
+            field_dict["max_best_of"] = max_best_of
+        if max_stop_sequences is not UNSET:
+            field_dict["max_stop_sequences"] = max_stop_sequences
+        if max_input_tokens is not UNSET:
+            field_dict["max_input_tokens"] = max_input_tokens
+        if max_total_tokens is not UNSET:
+            field_dict["max_total_tokens"] = max_total_tokens
+        if validation_workers is not UNSET:
+            field_dict["validation_workers"] = validation_workers
+        if max_client_batch_size is not UNSET:
+            field_dict["max_client_batch_size"] = max_client_batch_size
+        if router is not UNSET:
+            field_dict["router"] = router
         if sha is not UNSET:
             field_dict["sha"] = sha
         if docker_label is not UNSET:
@@ -116,22 +124,6 @@ class Info:
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
         model_id = d.pop("model_id")
-
-        max_concurrent_requests = d.pop("max_concurrent_requests")
-
-        max_best_of = d.pop("max_best_of")
-
-        max_stop_sequences = d.pop("max_stop_sequences")
-
-        max_input_tokens = d.pop("max_input_tokens")
-
-        max_total_tokens = d.pop("max_total_tokens")
-
-        validation_workers = d.pop("validation_workers")
-
-        max_client_batch_size = d.pop("max_client_batch_size")
-
-        router = d.pop("router")
 
         version = d.pop("version")
 
@@ -153,6 +145,22 @@ class Info:
 
         model_pipeline_tag = _parse_model_pipeline_tag(d.pop("model_pipeline_tag", UNSET))
 
+        max_concurrent_requests = d.pop("max_concurrent_requests", UNSET)
+
+        max_best_of = d.pop("max_best_of", UNSET)
+
+        max_stop_sequences = d.pop("max_stop_sequences", UNSET)
+
+        max_input_tokens = d.pop("max_input_tokens", UNSET)
+
+        max_total_tokens = d.pop("max_total_tokens", UNSET)
+
+        validation_workers = d.pop("validation_workers", UNSET)
+
+        max_client_batch_size = d.pop("max_client_batch_size", UNSET)
+
+        router = d.pop("router", UNSET)
+
         def _parse_sha(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -173,6 +181,9 @@ class Info:
 
         info = cls(
             model_id=model_id,
+            version=version,
+            model_sha=model_sha,
+            model_pipeline_tag=model_pipeline_tag,
             max_concurrent_requests=max_concurrent_requests,
             max_best_of=max_best_of,
             max_stop_sequences=max_stop_sequences,
@@ -181,9 +192,6 @@ class Info:
             validation_workers=validation_workers,
             max_client_batch_size=max_client_batch_size,
             router=router,
-            version=version,
-            model_sha=model_sha,
-            model_pipeline_tag=model_pipeline_tag,
             sha=sha,
             docker_label=docker_label,
         )

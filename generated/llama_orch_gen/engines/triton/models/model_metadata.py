@@ -21,9 +21,9 @@ class ModelMetadata:
     """`GET /v2/models/{model}`"""
 
     name: str
-    platform: str
-    """ ensemble, tensorrt_llm, python, ... """
     versions: list[str] | Unset = UNSET
+    platform: str | Unset = UNSET
+    """ ensemble, tensorrt_llm, python, ... """
     inputs: list[TensorMetadata] | Unset = UNSET
     outputs: list[TensorMetadata] | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
@@ -31,11 +31,11 @@ class ModelMetadata:
     def to_dict(self) -> dict[str, Any]:
         name = self.name
 
-        platform = self.platform
-
         versions: list[str] | Unset = UNSET
         if not isinstance(self.versions, Unset):
             versions = self.versions
+
+        platform = self.platform
 
         inputs: list[dict[str, Any]] | Unset = UNSET
         if not isinstance(self.inputs, Unset):
@@ -56,11 +56,12 @@ class ModelMetadata:
         field_dict.update(
             {
                 "name": name,
-                "platform": platform,
             }
         )
         if versions is not UNSET:
             field_dict["versions"] = versions
+        if platform is not UNSET:
+            field_dict["platform"] = platform
         if inputs is not UNSET:
             field_dict["inputs"] = inputs
         if outputs is not UNSET:
@@ -75,9 +76,9 @@ class ModelMetadata:
         d = dict(src_dict)
         name = d.pop("name")
 
-        platform = d.pop("platform")
-
         versions = cast(list[str], d.pop("versions", UNSET))
+
+        platform = d.pop("platform", UNSET)
 
         _inputs = d.pop("inputs", UNSET)
         inputs: list[TensorMetadata] | Unset = UNSET
@@ -99,8 +100,8 @@ class ModelMetadata:
 
         model_metadata = cls(
             name=name,
-            platform=platform,
             versions=versions,
+            platform=platform,
             inputs=inputs,
             outputs=outputs,
         )

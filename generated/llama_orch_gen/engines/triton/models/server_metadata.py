@@ -7,6 +7,8 @@ from typing import Any, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 T = TypeVar("T", bound="ServerMetadata")
 
 
@@ -14,45 +16,49 @@ T = TypeVar("T", bound="ServerMetadata")
 class ServerMetadata:
     """`GET /v2` (`generate` is not listed among the extensions)"""
 
-    name: str
-    """ "triton" """
     version: str
     """ Server version (the engine version) """
-    extensions: list[str]
+    name: str | Unset = UNSET
+    """ "triton" """
+    extensions: list[str] | Unset = UNSET
     """ Protocol extensions (classification, sequence, model_repository, statistics, ...) """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        name = self.name
-
         version = self.version
 
-        extensions = self.extensions
+        name = self.name
+
+        extensions: list[str] | Unset = UNSET
+        if not isinstance(self.extensions, Unset):
+            extensions = self.extensions
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "name": name,
                 "version": version,
-                "extensions": extensions,
             }
         )
+        if name is not UNSET:
+            field_dict["name"] = name
+        if extensions is not UNSET:
+            field_dict["extensions"] = extensions
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        name = d.pop("name")
-
         version = d.pop("version")
 
-        extensions = cast(list[str], d.pop("extensions"))
+        name = d.pop("name", UNSET)
+
+        extensions = cast(list[str], d.pop("extensions", UNSET))
 
         server_metadata = cls(
-            name=name,
             version=version,
+            name=name,
             extensions=extensions,
         )
 

@@ -28,10 +28,10 @@ class ModelCard:
 
     id: str
     """ Served model name """
-    object_: Literal["model"]
-    created: int
+    object_: Literal["model"] | Unset = UNSET
+    created: int | Unset = UNSET
     """ Unix seconds """
-    owned_by: str
+    owned_by: str | Unset = UNSET
     """ "vllm" """
     root: None | str | Unset = UNSET
     """ Model path or base model """
@@ -81,11 +81,14 @@ class ModelCard:
         field_dict.update(
             {
                 "id": id,
-                "object": object_,
-                "created": created,
-                "owned_by": owned_by,
             }
         )
+        if object_ is not UNSET:
+            field_dict["object"] = object_
+        if created is not UNSET:
+            field_dict["created"] = created
+        if owned_by is not UNSET:
+            field_dict["owned_by"] = owned_by
         if root is not UNSET:
             field_dict["root"] = root
         if parent is not UNSET:
@@ -104,13 +107,13 @@ class ModelCard:
         d = dict(src_dict)
         id = d.pop("id")
 
-        object_ = cast(Literal["model"], d.pop("object"))
-        if object_ != "model":
+        object_ = cast(Literal["model"] | Unset, d.pop("object", UNSET))
+        if object_ != "model" and not isinstance(object_, Unset):
             raise ValueError(f"object must match const 'model', got '{object_}'")
 
-        created = d.pop("created")
+        created = d.pop("created", UNSET)
 
-        owned_by = d.pop("owned_by")
+        owned_by = d.pop("owned_by", UNSET)
 
         def _parse_root(data: object) -> None | str | Unset:
             if data is None:

@@ -13,6 +13,8 @@ from typing import (
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 if TYPE_CHECKING:
     from ..models.model_card import ModelCard
 
@@ -24,26 +26,27 @@ T = TypeVar("T", bound="ModelList")
 class ModelList:
     """Served models"""
 
-    object_: Literal["list"]
     data: list[ModelCard]
+    object_: Literal["list"] | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        object_ = self.object_
-
         data = []
         for data_item_data in self.data:
             data_item = data_item_data.to_dict()
             data.append(data_item)
 
+        object_ = self.object_
+
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "object": object_,
                 "data": data,
             }
         )
+        if object_ is not UNSET:
+            field_dict["object"] = object_
 
         return field_dict
 
@@ -52,10 +55,6 @@ class ModelList:
         from ..models.model_card import ModelCard  # noqa: PLC0415
 
         d = dict(src_dict)
-        object_ = cast(Literal["list"], d.pop("object"))
-        if object_ != "list":
-            raise ValueError(f"object must match const 'list', got '{object_}'")
-
         data = []
         _data = d.pop("data")
         for data_item_data in _data:
@@ -63,9 +62,13 @@ class ModelList:
 
             data.append(data_item)
 
+        object_ = cast(Literal["list"] | Unset, d.pop("object", UNSET))
+        if object_ != "list" and not isinstance(object_, Unset):
+            raise ValueError(f"object must match const 'list', got '{object_}'")
+
         model_list = cls(
-            object_=object_,
             data=data,
+            object_=object_,
         )
 
         model_list.additional_properties = d
