@@ -91,3 +91,14 @@ def test_missing_tls_files_are_a_startup_error_naming_the_field(tmp_path: Path) 
     (tmp_path / "junk.pem").write_text("not a certificate")
     with pytest.raises(ConfigError, match="replica r0"):
         tls_context(TlsConfig(ca_bundle=str(tmp_path / "junk.pem")), "replica r0")
+
+
+def test_tls_settings_on_a_plain_http_replica_are_refused(pki: Path) -> None:
+    from llama_orch.adapters.factory import build_registry
+    from tests.service.helpers import make_config
+
+    replica = {"id": "r0", "base_url": "http://127.0.0.1:8080", "tls": {"ca_bundle": str(pki / "ca.pem")}}
+    with pytest.raises(ConfigError, match="not https"):
+        build_registry(make_config({"id": "p", "engine": "llamacpp", "replicas": [replica]}))
+    replica["base_url"] = "https://127.0.0.1:8443"
+    assert len(build_registry(make_config({"id": "p", "engine": "llamacpp", "replicas": [replica]}))) == 1

@@ -36,6 +36,8 @@ def build_adapter(
     if pool.engine == "mock":
         return MockAdapter(pool.id, replica.id, model=model or "mock", policy=policy)
     _refuse_proxy(replica.base_url, f"pool {pool.id} replica {replica.id}")
+    if replica.tls is not None and not replica.base_url.startswith("https://"):
+        raise ConfigError(f"pool {pool.id} replica {replica.id}: tls is set but {replica.base_url} is not https://")
     tls = tls_context(replica.tls, f"pool {pool.id} replica {replica.id}")
     if transport is None and tls is not None:
         transport = EngineTransport(tls=tls)
