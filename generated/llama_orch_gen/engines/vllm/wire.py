@@ -208,7 +208,7 @@ class CompletionRequest(SamplingExtras):
     """
     Served model name; the default model when null
     """
-    prompt: str | list[str] | list[int] | list[list[int]] | None = None
+    prompt: str | list[str] | list[int] | list[list[int]] | None
     """
     Prompt: text, texts, token ids, or lists of token ids (required unless prompt_embeds)
     """
@@ -405,6 +405,14 @@ class CompletionChunk(BaseModel):
     metrics: dict[str, Any] | None = None
 
 
+class Tool(BaseModel):
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: str | None = None
+    function: dict[str, Any]
+
+
 class TokenizePromptRequest(BaseModel):
     """
     Tokenize a plain prompt
@@ -436,6 +444,10 @@ class TokenizeResponse(BaseModel):
     token_strs: list[str] | None = None
 
 
+class Token(RootModel[int]):
+    root: Annotated[int, Field(ge=0)]
+
+
 class DetokenizeRequest(BaseModel):
     """
     Body of `POST /detokenize`
@@ -445,7 +457,7 @@ class DetokenizeRequest(BaseModel):
         extra="allow",
     )
     model: str | None = None
-    tokens: list[int]
+    tokens: list[Token]
 
 
 class DetokenizeResponse(BaseModel):
@@ -721,7 +733,7 @@ class ChatCompletionRequest(SamplingExtras):
         extra="allow",
     )
     model: str | None = None
-    messages: list[ChatMessage]
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
     frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
     presence_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
     logit_bias: dict[str, Any] | None = None
@@ -743,7 +755,7 @@ class ChatCompletionRequest(SamplingExtras):
     temperature: Annotated[float | None, Field(ge=0.0)] = None
     top_p: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
     response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
+    tools: list[Tool] | None = None
     tool_choice: str | dict[str, Any] | None = None
     """
     none, auto, required, or a named function

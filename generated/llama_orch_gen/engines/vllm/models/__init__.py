@@ -25,6 +25,9 @@ from .chat_completion_request_tool_choice_type_1 import (
 from .chat_completion_request_tools_type_0_item import (
     ChatCompletionRequestToolsType0Item,
 )
+from .chat_completion_request_tools_type_0_item_function import (
+    ChatCompletionRequestToolsType0ItemFunction,
+)
 from .chat_completion_response import ChatCompletionResponse
 from .chat_completion_response_kv_transfer_params_type_0 import (
     ChatCompletionResponseKvTransferParamsType0,
@@ -117,6 +120,7 @@ __all__ = (
     "ChatCompletionRequestResponseFormatType0",
     "ChatCompletionRequestToolChoiceType1",
     "ChatCompletionRequestToolsType0Item",
+    "ChatCompletionRequestToolsType0ItemFunction",
     "ChatCompletionResponse",
     "ChatCompletionResponseKvTransferParamsType0",
     "ChatCompletionResponsePromptLogprobsType0ItemType0",

@@ -2,29 +2,60 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
+
+from ..types import UNSET, Unset
+
+if TYPE_CHECKING:
+    from ..models.chat_completion_request_tools_type_0_item_function import (
+        ChatCompletionRequestToolsType0ItemFunction,
+    )
+
 
 T = TypeVar("T", bound="ChatCompletionRequestToolsType0Item")
 
 
 @_attrs_define
 class ChatCompletionRequestToolsType0Item:
+    function: ChatCompletionRequestToolsType0ItemFunction
+    type_: str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        function = self.function.to_dict()
+
+        type_ = self.type_
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "function": function,
+            }
+        )
+        if type_ is not UNSET:
+            field_dict["type"] = type_
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.chat_completion_request_tools_type_0_item_function import (
+            ChatCompletionRequestToolsType0ItemFunction,  # noqa: PLC0415
+        )
+
         d = dict(src_dict)
-        chat_completion_request_tools_type_0_item = cls()
+        function = ChatCompletionRequestToolsType0ItemFunction.from_dict(d.pop("function"))
+
+        type_ = d.pop("type", UNSET)
+
+        chat_completion_request_tools_type_0_item = cls(
+            function=function,
+            type_=type_,
+        )
 
         chat_completion_request_tools_type_0_item.additional_properties = d
         return chat_completion_request_tools_type_0_item

@@ -45,6 +45,8 @@ T = TypeVar("T", bound="CompletionRequest")
 class CompletionRequest:
     """Body of `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py)"""
 
+    prompt: list[int] | list[list[int]] | list[str] | None | str
+    """ Prompt: text, texts, token ids, or lists of token ids (required unless prompt_embeds) """
     use_beam_search: bool | Unset = False
     top_k: int | None | Unset = UNSET
     """ Keep the K most likely tokens; 0 (or -1) = off (default 0) """
@@ -93,8 +95,6 @@ class CompletionRequest:
     thinking_token_budget: int | None | Unset = UNSET
     model: None | str | Unset = UNSET
     """ Served model name; the default model when null """
-    prompt: list[int] | list[list[int]] | list[str] | None | str | Unset = UNSET
-    """ Prompt: text, texts, token ids, or lists of token ids (required unless prompt_embeds) """
     prompt_embeds: list[str] | None | str | Unset = UNSET
     """ Base64-encoded prompt embeddings (instead of prompt) """
     echo: bool | None | Unset = False
@@ -149,6 +149,23 @@ class CompletionRequest:
             SamplingExtrasVllmXargsType0,  # noqa: PLC0415
         )
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
+
+        prompt: list[int] | list[list[int]] | list[str] | None | str
+        if isinstance(self.prompt, list):
+            prompt = self.prompt
+
+        elif isinstance(self.prompt, list):
+            prompt = self.prompt
+
+        elif isinstance(self.prompt, list):
+            prompt = []
+            for prompt_type_3_item_data in self.prompt:
+                prompt_type_3_item = prompt_type_3_item_data
+
+                prompt.append(prompt_type_3_item)
+
+        else:
+            prompt = self.prompt
 
         use_beam_search = self.use_beam_search
 
@@ -284,25 +301,6 @@ class CompletionRequest:
         else:
             model = self.model
 
-        prompt: list[int] | list[list[int]] | list[str] | None | str | Unset
-        if isinstance(self.prompt, Unset):
-            prompt = UNSET
-        elif isinstance(self.prompt, list):
-            prompt = self.prompt
-
-        elif isinstance(self.prompt, list):
-            prompt = self.prompt
-
-        elif isinstance(self.prompt, list):
-            prompt = []
-            for prompt_type_3_item_data in self.prompt:
-                prompt_type_3_item = prompt_type_3_item_data
-
-                prompt.append(prompt_type_3_item)
-
-        else:
-            prompt = self.prompt
-
         prompt_embeds: list[str] | None | str | Unset
         if isinstance(self.prompt_embeds, Unset):
             prompt_embeds = UNSET
@@ -429,7 +427,11 @@ class CompletionRequest:
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
-        field_dict.update({})
+        field_dict.update(
+            {
+                "prompt": prompt,
+            }
+        )
         if use_beam_search is not UNSET:
             field_dict["use_beam_search"] = use_beam_search
         if top_k is not UNSET:
@@ -480,8 +482,6 @@ class CompletionRequest:
             field_dict["thinking_token_budget"] = thinking_token_budget
         if model is not UNSET:
             field_dict["model"] = model
-        if prompt is not UNSET:
-            field_dict["prompt"] = prompt
         if prompt_embeds is not UNSET:
             field_dict["prompt_embeds"] = prompt_embeds
         if echo is not UNSET:
@@ -545,6 +545,43 @@ class CompletionRequest:
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
 
         d = dict(src_dict)
+
+        def _parse_prompt(data: object) -> list[int] | list[list[int]] | list[str] | None | str:
+            if data is None:
+                return data
+            try:
+                if not isinstance(data, list):
+                    raise TypeError()
+                prompt_type_1 = cast(list[str], data)
+
+                return prompt_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            try:
+                if not isinstance(data, list):
+                    raise TypeError()
+                prompt_type_2 = cast(list[int], data)
+
+                return prompt_type_2
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            try:
+                if not isinstance(data, list):
+                    raise TypeError()
+                prompt_type_3 = []
+                _prompt_type_3 = data
+                for prompt_type_3_item_data in _prompt_type_3:
+                    prompt_type_3_item = cast(list[int], prompt_type_3_item_data)
+
+                    prompt_type_3.append(prompt_type_3_item)
+
+                return prompt_type_3
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(list[int] | list[list[int]] | list[str] | None | str, data)
+
+        prompt = _parse_prompt(d.pop("prompt"))
+
         use_beam_search = d.pop("use_beam_search", UNSET)
 
         def _parse_top_k(data: object) -> int | None | Unset:
@@ -786,44 +823,6 @@ class CompletionRequest:
 
         model = _parse_model(d.pop("model", UNSET))
 
-        def _parse_prompt(data: object) -> list[int] | list[list[int]] | list[str] | None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                prompt_type_1 = cast(list[str], data)
-
-                return prompt_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                prompt_type_2 = cast(list[int], data)
-
-                return prompt_type_2
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                prompt_type_3 = []
-                _prompt_type_3 = data
-                for prompt_type_3_item_data in _prompt_type_3:
-                    prompt_type_3_item = cast(list[int], prompt_type_3_item_data)
-
-                    prompt_type_3.append(prompt_type_3_item)
-
-                return prompt_type_3
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[int] | list[list[int]] | list[str] | None | str | Unset, data)
-
-        prompt = _parse_prompt(d.pop("prompt", UNSET))
-
         def _parse_prompt_embeds(data: object) -> list[str] | None | str | Unset:
             if data is None:
                 return data
@@ -1031,6 +1030,7 @@ class CompletionRequest:
         stream_interval = _parse_stream_interval(d.pop("stream_interval", UNSET))
 
         completion_request = cls(
+            prompt=prompt,
             use_beam_search=use_beam_search,
             top_k=top_k,
             min_p=min_p,
@@ -1056,7 +1056,6 @@ class CompletionRequest:
             vllm_xargs=vllm_xargs,
             thinking_token_budget=thinking_token_budget,
             model=model,
-            prompt=prompt,
             prompt_embeds=prompt_embeds,
             echo=echo,
             frequency_penalty=frequency_penalty,
