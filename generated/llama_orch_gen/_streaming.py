@@ -194,9 +194,7 @@ class _Decoding(Generic[T]):
 
     def batches(self, chunk: bytes | None) -> Iterator[list[Any]]:
         """The items `chunk` completes (None: the input ended), as one batch. A failure is raised after that batch,
-        so none of the items before it is lost."""
-        if self.finished:
-            return
+        so none of the items before it is lost. The streams stop calling it once the stream is finished."""
         if chunk is not None:
             items, failure = self._decode(self.decoder.feed(chunk))
         else:

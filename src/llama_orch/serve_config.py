@@ -64,9 +64,9 @@ def config_from_args(
     settings: dict[str, Any] = {}
     if args.auth_token_env:
         settings["auth_token_env"] = args.auth_token_env
-    for name in ("sse_heartbeat_ms", "drain_grace"):  # serve's flags (preflight shares this function)
-        if getattr(args, name, None) is not None:
-            settings[name if name.endswith("_ms") else f"{name}_ms"] = getattr(args, name)
+    for flag, key in (("sse_heartbeat_ms", "sse_heartbeat_ms"), ("drain_grace", "drain_grace_ms")):
+        if getattr(args, flag, None) is not None:  # serve's flags (preflight shares this function)
+            settings[key] = getattr(args, flag)
     if args.config:
         config = load_config(Path(args.config))
         if settings:

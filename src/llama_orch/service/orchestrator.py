@@ -19,7 +19,7 @@ from llama_orch.adapters.base import AdapterRegistry
 from llama_orch.errors import ApiError, ErrorCode
 from llama_orch.service.metrics import Metrics
 from llama_orch.service.pools import Pool, ReplicaState
-from llama_orch.service.runs import TaskRun
+from llama_orch.service.runs import CancelReason, TaskRun
 from llama_orch.service.sessions import SessionStore
 
 __all__ = ["API_VERSION", "Orchestrator"]
@@ -205,12 +205,12 @@ class Orchestrator:
         if task.ctx is not None and ctx_max is not None and task.ctx > ctx_max:
             raise ApiError("INVALID_PARAMS", f"ctx {task.ctx} exceeds the pool's context ({ctx_max})", field="ctx")
 
-    def cancel(self, task_id: str, reason: str = "client") -> bool:
+    def cancel(self, task_id: str, reason: CancelReason = "client") -> bool:
         """Cancel a queued or running task; False when unknown. Idempotent; a finished task stays finished."""
         run = self.runs.get(task_id)
         if run is None:
             return False
-        if not run.cancel(reason):  # type: ignore[arg-type]
+        if not run.cancel(reason):
             return True
         pool = self.pools[run.pool_id]
         if run.state == "queued" and pool.remove(run):

@@ -238,8 +238,7 @@ class Pool:
         for lane in self.lanes.values():
             for run in list(lane):
                 if run.expired(now):  # its timer is due but has not run yet: never give it a slot
-                    lane.remove(run)
-                    self._drop(run, "DEADLINE_UNMET", "the task deadline passed while it waited in the queue")
+                    self._expire(run)
                     continue
                 replica = self._pick(run)
                 if replica is None:

@@ -25,7 +25,7 @@ from llama_orch.adapters.base import WorkerAdapter
 from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.events import TokenRun
 
-__all__ = ["Attempt", "TaskRun", "error_event"]
+__all__ = ["Attempt", "CancelReason", "TaskRun", "error_event"]
 
 logger = logging.getLogger("llama_orch.service")
 
