@@ -418,7 +418,7 @@ class ChatMessage(BaseModel):
     """
     Any role the model's chat template renders (the tiny test model's renders any)
     """
-    content: str | list[Any] | dict[str, Any] | None = None
+    content: str | list[str | dict[str, Any]] | dict[str, Any] | None = None
     """
     Narrowed by role below
     """

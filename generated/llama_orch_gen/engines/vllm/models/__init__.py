@@ -16,6 +16,7 @@ from .chat_completion_response_prompt_logprobs_type_0_item_type_0 import (
 )
 from .chat_delta import ChatDelta
 from .chat_message import ChatMessage
+from .chat_message_content_type_1_item_type_1 import ChatMessageContentType1ItemType1
 from .chat_message_content_type_2 import ChatMessageContentType2
 from .chat_response_message import ChatResponseMessage
 from .completion_choice import CompletionChoice
@@ -73,6 +74,7 @@ __all__ = (
     "ChatCompletionResponsePromptLogprobsType0ItemType0",
     "ChatDelta",
     "ChatMessage",
+    "ChatMessageContentType1ItemType1",
     "ChatMessageContentType2",
     "ChatResponseMessage",
     "CompletionChoice",

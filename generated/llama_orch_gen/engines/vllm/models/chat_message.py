@@ -10,6 +10,9 @@ from attrs import field as _attrs_field
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
+    from ..models.chat_message_content_type_1_item_type_1 import (
+        ChatMessageContentType1ItemType1,
+    )
     from ..models.chat_message_content_type_2 import ChatMessageContentType2
 
 
@@ -29,20 +32,30 @@ class ChatMessage:
 
     role: str
     """ Any role the model's chat template renders (the tiny test model's renders any) """
-    content: ChatMessageContentType2 | list[Any] | None | str | Unset = UNSET
+    content: ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset = UNSET
     """ Narrowed by role below """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.chat_message_content_type_1_item_type_1 import (
+            ChatMessageContentType1ItemType1,  # noqa: PLC0415
+        )
         from ..models.chat_message_content_type_2 import ChatMessageContentType2  # noqa: PLC0415
 
         role = self.role
 
-        content: dict[str, Any] | list[Any] | None | str | Unset
+        content: dict[str, Any] | list[dict[str, Any] | str] | None | str | Unset
         if isinstance(self.content, Unset):
             content = UNSET
         elif isinstance(self.content, list):
-            content = self.content
+            content = []
+            for content_type_1_item_data in self.content:
+                content_type_1_item: dict[str, Any] | str
+                if isinstance(content_type_1_item_data, ChatMessageContentType1ItemType1):
+                    content_type_1_item = content_type_1_item_data.to_dict()
+                else:
+                    content_type_1_item = content_type_1_item_data
+                content.append(content_type_1_item)
 
         elif isinstance(self.content, ChatMessageContentType2):
             content = self.content.to_dict()
@@ -63,12 +76,17 @@ class ChatMessage:
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
+        from ..models.chat_message_content_type_1_item_type_1 import (
+            ChatMessageContentType1ItemType1,  # noqa: PLC0415
+        )
         from ..models.chat_message_content_type_2 import ChatMessageContentType2  # noqa: PLC0415
 
         d = dict(src_dict)
         role = d.pop("role")
 
-        def _parse_content(data: object) -> ChatMessageContentType2 | list[Any] | None | str | Unset:
+        def _parse_content(
+            data: object,
+        ) -> ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset:
             if data is None:
                 return data
             if isinstance(data, Unset):
@@ -76,7 +94,24 @@ class ChatMessage:
             try:
                 if not isinstance(data, list):
                     raise TypeError()
-                content_type_1 = cast(list[Any], data)
+                content_type_1 = []
+                _content_type_1 = data
+                for content_type_1_item_data in _content_type_1:
+
+                    def _parse_content_type_1_item(data: object) -> ChatMessageContentType1ItemType1 | str:
+                        try:
+                            if not isinstance(data, dict):
+                                raise TypeError()
+                            content_type_1_item_type_1 = ChatMessageContentType1ItemType1.from_dict(data)
+
+                            return content_type_1_item_type_1
+                        except (TypeError, ValueError, AttributeError, KeyError):
+                            pass
+                        return cast(ChatMessageContentType1ItemType1 | str, data)
+
+                    content_type_1_item = _parse_content_type_1_item(content_type_1_item_data)
+
+                    content_type_1.append(content_type_1_item)
 
                 return content_type_1
             except (TypeError, ValueError, AttributeError, KeyError):
@@ -89,7 +124,9 @@ class ChatMessage:
                 return content_type_2
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(ChatMessageContentType2 | list[Any] | None | str | Unset, data)
+            return cast(
+                ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset, data
+            )
 
         content = _parse_content(d.pop("content", UNSET))
 
