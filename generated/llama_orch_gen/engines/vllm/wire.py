@@ -49,6 +49,20 @@ class LegacyErrorResponse(BaseModel):
     code: int
 
 
+class RouteNotFoundResponse(BaseModel):
+    """
+    FastAPI's body for a path no route serves
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    detail: str
+    """
+    "Not Found"
+    """
+
+
 class UnauthorizedResponse(BaseModel):
     """
     API-key failure body

@@ -70,6 +70,7 @@ from .legacy_error_response import LegacyErrorResponse
 from .model_card import ModelCard
 from .model_list import ModelList
 from .model_permission import ModelPermission
+from .route_not_found_response import RouteNotFoundResponse
 from .sampling_extras import SamplingExtras
 from .sampling_extras_kv_transfer_params_type_0 import (
     SamplingExtrasKvTransferParamsType0,
@@ -151,6 +152,7 @@ __all__ = (
     "ModelCard",
     "ModelList",
     "ModelPermission",
+    "RouteNotFoundResponse",
     "SamplingExtras",
     "SamplingExtrasKvTransferParamsType0",
     "SamplingExtrasStructuredOutputsType0",

@@ -1,0 +1,41 @@
+"""`xtask engine record-vllm` writes what the tests read: one NAME.json + NAME.body per case, loadable as a
+recording, and the committed fixtures are exactly the recorder's cases (a case added without re-recording, or a
+fixture left from a removed case, fails here). The recorder runs against the vLLM simulator over a real socket."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from llama_orch.devtools.vllm_record import FIXTURES, SERVED_NAME, cases, record
+from llama_orch.simulators import ENGINES, SimulatorConfig
+from tests.support.asgi_server import serve_asgi
+from tests.support.recordings import Recording
+
+
+def _committed() -> set[str]:
+    return {path.name for path in FIXTURES.iterdir()}
+
+
+def _recorded_limits() -> tuple[str, int]:
+    """The model and context length the committed recordings were made with (their /v1/models answer)."""
+    card = json.loads((FIXTURES / "models.body").read_bytes())["data"][0]
+    return card["id"], card["max_model_len"]
+
+
+def test_the_fixtures_are_the_recorders_cases_with_their_requests() -> None:
+    expected = cases(*_recorded_limits())
+    assert _committed() == {f"{case.name}{suffix}" for case in expected for suffix in (".json", ".body")}
+    for case in expected:
+        recording = Recording.load(FIXTURES / f"{case.name}.json")
+        assert (recording.method, recording.path, recording.request_json) == (case.method, case.path, case.json)
+
+
+def test_the_recorder_writes_every_case_as_a_loadable_recording(tmp_path: Path) -> None:
+    app = ENGINES["vllm"](SimulatorConfig(tokens=3, model=SERVED_NAME))
+    with serve_asgi(app) as url:
+        names = record(url, tmp_path, lambda message: None)
+    assert {path.name for path in tmp_path.iterdir()} == _committed()
+    for name in names:  # the same requests, answered as the real server answered them
+        ours, theirs = Recording.load(tmp_path / f"{name}.json"), Recording.load(FIXTURES / f"{name}.json")
+        assert (ours.status, ours.content_type) == (theirs.status, theirs.content_type), name
