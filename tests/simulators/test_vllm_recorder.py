@@ -5,8 +5,13 @@ fixture left from a removed case, fails here). The recorder runs against the vLL
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
+import httpx
+import pytest
+
+from llama_orch.devtools import vllm_record
 from llama_orch.devtools.vllm_record import FIXTURES, SERVED_NAME, cases, record
 from llama_orch.simulators import ENGINES, SimulatorConfig
 from tests.support.asgi_server import serve_asgi
@@ -39,3 +44,23 @@ def test_the_recorder_writes_every_case_as_a_loadable_recording(tmp_path: Path) 
     for name in names:  # the same requests, answered as the real server answered them
         ours, theirs = Recording.load(tmp_path / f"{name}.json"), Recording.load(FIXTURES / f"{name}.json")
         assert (ours.status, ours.content_type) == (theirs.status, theirs.content_type), name
+
+
+def test_without_url_it_starts_an_engine_records_it_and_stops_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The default path (start, wait for /health, record, stop the process group), with the vLLM simulator as the
+    process instead of vLLM, which takes a minute to start."""
+    ports: list[int] = []
+
+    def simulator_command(python: Path, model: Path, *, port: int, served_name: str, max_model_len: int) -> list[str]:
+        ports.append(port)
+        return [str(python), "-m", "llama_orch.simulators", "vllm", "--port", str(port), "--model", served_name]
+
+    monkeypatch.setattr(vllm_record, "ensure_vllm", lambda progress: Path(sys.executable))
+    monkeypatch.setattr(vllm_record, "make_tiny_model", lambda directory, progress: directory)
+    monkeypatch.setattr(vllm_record, "server_command", simulator_command)
+    assert vllm_record.main(["--out", str(tmp_path)]) == 0
+    assert {path.name for path in tmp_path.iterdir()} == _committed()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{ports[0]}/health", timeout=5)
