@@ -100,7 +100,7 @@ async def test_cancel_aborts_the_engine_request_within_a_second(vllm: VllmAdapte
     async with asyncio.timeout(GUARD_S):
         async for event in stream:
             tokens += isinstance(event.root, TokenEvent)
-            if tokens == 5:
+            if tokens == 1:  # at once: on a loaded machine the relay lags, and vLLM may finish all 8000 first
                 assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 1, 1.0), (
                     "vLLM finished first"
                 )
