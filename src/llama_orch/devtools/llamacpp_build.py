@@ -76,7 +76,7 @@ def _works(binary: Path) -> bool:
 
 
 @contextmanager
-def _build_lock(directory: Path) -> Iterator[None]:
+def build_lock(directory: Path) -> Iterator[None]:
     """One build at a time per cache: xtask and test fixtures may ask concurrently."""
     directory.mkdir(parents=True, exist_ok=True)
     with open(directory / ".lock", "w") as handle:
@@ -93,7 +93,7 @@ def ensure_llama_server(*, force: bool = False, progress: Progress | None = None
     binary = server_path()
     if not force and _works(binary) and vocab_path().is_file():
         return binary
-    with _build_lock(install_dir()):
+    with build_lock(install_dir()):
         if not force and _works(binary) and vocab_path().is_file():  # built meanwhile by another process
             return binary
         with tempfile.TemporaryDirectory(prefix="llama-server-build-", dir=cache_root()) as scratch:
