@@ -113,6 +113,8 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
 
     async def get_session(request: Request) -> Response:
         session_id = _path_id(request, "session_id", "session")
+        if cluster is not None:
+            await cluster.sessions.load(session_id)
         session = orch.sessions.get(session_id)
         if session is None:
             raise ApiError("NOT_FOUND", f"no session {session_id!r}")
@@ -120,7 +122,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
 
     async def delete_session(request: Request) -> Response:
         session_id = _path_id(request, "session_id", "session")
-        if not orch.sessions.delete(session_id):
+        if not (await cluster.sessions.forget(session_id) if cluster is not None else orch.sessions.delete(session_id)):
             raise ApiError("NOT_FOUND", f"no session {session_id!r}")
         return Response(status_code=204)
 

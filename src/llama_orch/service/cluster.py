@@ -33,6 +33,7 @@ from llama_orch.service.runs import CancelReason, TaskRun, error_event
 from llama_orch.service.state.batch import Batch, Item
 from llama_orch.service.state.redis_state import Admission, Claim, RedisState
 from llama_orch.service.state.shared_pool import SharedPool
+from llama_orch.service.state.shared_sessions import SharedSessions
 
 __all__ = ["Cluster"]
 
@@ -65,6 +66,7 @@ class Cluster:
         for pool in orch.pools.values():
             assert isinstance(pool, SharedPool)
             pool.cluster = self
+        self.sessions = orch.sessions = SharedSessions(orch.sessions, state, self._spawn)
 
     # -- lifecycle ---------------------------------------------------------------------------------------------
 
@@ -92,6 +94,8 @@ class Cluster:
 
     async def submit(self, task: TaskRequest) -> TaskRun:
         """Admit a task cluster-wide (or raise `ApiError`); the returned run carries its queue facts."""
+        if task.session_id is not None:
+            await self.sessions.load(task.session_id)
         run, pool = self.orch.prepare(task)
         try:
             pool.check_ready()

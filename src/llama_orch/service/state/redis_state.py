@@ -96,6 +96,10 @@ def _counts(pool: str) -> str:
     return f"{PREFIX}p:{pool}:run"
 
 
+def _session(session_id: str) -> str:
+    return f"{PREFIX}s:{session_id}"
+
+
 _RUNNING = PREFIX + "running"
 
 
@@ -252,6 +256,31 @@ class RedisState:
                 pipe.hget(task_key(task_id), "read")
             answers = await self.call(pipe.execute())
         return {t: (not answers[2 * i], answers[2 * i + 1] == "1") for i, t in enumerate(task_ids)}
+
+    # -- sessions ----------------------------------------------------------------------------------------------
+
+    async def session(self, session_id: str) -> tuple[dict[str, str], int]:
+        """The session's hash and its remaining TTL in ms ({} when unknown or expired)."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(_session(session_id))
+            pipe.pttl(_session(session_id))
+            fields, ttl_ms = await self.call(pipe.execute())
+        return (dict(fields), int(ttl_ms)) if fields and ttl_ms > 0 else ({}, 0)
+
+    async def save_turn(self, session_id: str, pool: str, replica: str, tokens: int, warm: bool, ttl_ms: int) -> None:
+        key = _session(session_id)
+        try:
+            async with self.client.pipeline(transaction=True) as pipe:
+                pipe.hincrby(key, "turns", 1)
+                pipe.hincrby(key, "tokens", tokens)
+                pipe.hset(key, mapping={"pool": pool, "replica": replica, "warm": "1" if warm else "0"})
+                pipe.pexpire(key, ttl_ms)
+                await self.call(pipe.execute())
+        except ApiError as error:  # the turn ran; only its bookkeeping is lost
+            logger.warning("cannot record the turn of session %s: %s", session_id, error.message)
+
+    async def delete_session(self, session_id: str) -> bool:
+        return bool(await self.call(self.client.delete(_session(session_id))))
 
     # -- instances ---------------------------------------------------------------------------------------------
 
