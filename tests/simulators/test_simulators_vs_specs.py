@@ -21,10 +21,10 @@ from tests.engines.spec_support import (
     check_exchange,
     engines_reference_dir,
     load_spec,
-    parse_sse,
     spec_path,
 )
 from tests.support.asgi_server import serve_asgi
+from tests.support.recordings import shape, sse_events
 
 CONFIG = SimulatorConfig(tokens=5)
 RECORDINGS = engines_reference_dir() / "llamacpp-transcripts"
@@ -190,19 +190,6 @@ async def test_reset_mid_stream_is_a_transport_error() -> None:
                         pass
 
 
-def _events(body: bytes) -> list[object]:
-    return [e.data if e.data == "[DONE]" else json.loads(e.data) for e in parse_sse(body).events]
-
-
-def _shape(value: object) -> object:
-    """Key order and nesting, not values."""
-    if isinstance(value, dict):
-        return [(k, _shape(v)) for k, v in value.items() if k not in ("generation_settings",)]
-    if isinstance(value, list):
-        return [_shape(value[0])] if value else []
-    return type(value).__name__ if value is not None else None
-
-
 @pytest.mark.parametrize(
     "recording",
     [
@@ -224,14 +211,14 @@ async def test_llamacpp_bytes_have_the_recorded_shapes(recording: str) -> None:
     assert answer.status_code == response["status"]
     assert answer.headers["content-type"] == response["headers"]["content-type"]
     if answer.headers["content-type"] == "text/event-stream":
-        ours, theirs = _events(answer.content), _events(recorded)
+        ours, theirs = sse_events(answer.content), sse_events(recorded)
         assert answer.content.startswith(b"data: {") and answer.content.endswith(
             b"}\n\n" if b"[DONE]" not in recorded else b"data: [DONE]\n\n"
         )
         # Same first chunk shape, middle chunk shape and closing chunks (the recordings have more tokens).
-        assert [_shape(ours[0]), _shape(ours[-1])] == [_shape(theirs[0]), _shape(theirs[-1])]
-        assert _shape(ours[1]) == _shape(theirs[1])
+        assert [shape(ours[0]), shape(ours[-1])] == [shape(theirs[0]), shape(theirs[-1])]
+        assert shape(ours[1]) == shape(theirs[1])
         if len(theirs) > 2:
-            assert _shape(ours[-2]) == _shape(theirs[-2])
+            assert shape(ours[-2]) == shape(theirs[-2])
     else:
-        assert _shape(answer.json()) == _shape(json.loads(recorded))
+        assert shape(answer.json()) == shape(json.loads(recorded))

@@ -303,12 +303,13 @@ class SimulatorStream(Response):
         headers_with_first_token: bool = False,
         headers: Mapping[str, str] | None = None,
         on_close: Callable[[], None] | None = None,
+        content_type: str = "text/event-stream",
     ) -> None:
         # Not `Response.__init__`: it would add `content-length: 0`, and a charset to a text/* media type.
         self.status_code = 200
         self.background = None
         extra = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
-        self.raw_headers = [(b"content-type", b"text/event-stream"), *extra]
+        self.raw_headers = [(b"content-type", content_type.encode()), *extra]
         self.shape, self.generation, self.config, self.fault = shape, generation, config, fault
         self.prefix = prefix
         self.headers_with_first_token = headers_with_first_token

@@ -7,6 +7,17 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, RootModel
 
 
+class DetailResponse(BaseModel):
+    """
+    FastAPI's own error body (unparseable request body, unknown route, wrong method)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    detail: str
+
+
 class ErrorDetail(BaseModel):
     """
     One error; the HTTP status equals `code`
@@ -114,16 +125,37 @@ class StreamOptions(BaseModel):
     """
 
 
+class StopSequences1(RootModel[str]):
+    root: Annotated[str, Field(min_length=1)]
+    """
+    Stop string or strings
+    """
+
+
+class StopSequences2Item(RootModel[str]):
+    root: Annotated[str, Field(min_length=1)]
+
+
+class StopSequences2(RootModel[list[StopSequences2Item]]):
+    root: Annotated[list[StopSequences2Item], Field(max_length=4)]
+    """
+    Stop string or strings
+    """
+
+
+class StopTokenId(RootModel[int]):
+    root: Annotated[int, Field(ge=0)]
+
+
 class SamplingExtras(BaseModel):
     """
-    vLLM sampling and request extras shared by /v1/completions and /v1/chat/completions. A null sampling field falls back to the model's generation_config, then to the built-in default.
+    vLLM sampling extras shared by /v1/completions and /v1/chat/completions. A null sampling field falls back to the model's generation_config, then to the built-in default. This spec declares the extras llama-orch and its users send; vLLM has more (beam search, structured outputs, priority, logprob and truncation controls, kv-transfer and extension arguments), which it reads from the same body and which are left out here: several of them depend on how the server was started (`--max-logprobs`, the scheduling policy, the model's vocabulary), so no engine-independent schema is exact for them.
     """
 
     model_config = ConfigDict(
         extra="allow",
     )
-    use_beam_search: bool | None = False
-    top_k: Annotated[int | None, Field(ge=-1)] = None
+    top_k: Annotated[int | None, Field(ge=-1, le=18446744073709551615)] = None
     """
     Keep the K most likely tokens; 0 (or -1) = off (default 0)
     """
@@ -135,65 +167,64 @@ class SamplingExtras(BaseModel):
     """
     Repetition penalty; 1.0 = off (default 1.0)
     """
-    length_penalty: float | None = 1.0
+    stop_token_ids: Annotated[list[StopTokenId] | None, Field(validate_default=True)] = []
     """
-    Beam-search length penalty
-    """
-    stop_token_ids: list[int] | None = []
-    """
-    Token ids that stop generation
+    Token ids that stop generation (400 for an id outside the vocabulary)
     """
     include_stop_str_in_output: bool | None = False
     ignore_eos: bool | None = False
     """
     Keep generating after the end-of-sequence token
     """
-    min_tokens: Annotated[int | None, Field(ge=0)] = 0
-    """
-    Tokens to generate before EOS or stop strings may end generation
-    """
     skip_special_tokens: bool | None = None
     """
     Drop special tokens from the output text
     """
     spaces_between_special_tokens: bool | None = True
-    truncate_prompt_tokens: Annotated[int | None, Field(ge=-1)] = None
+
+
+class Prompt(RootModel[str]):
+    root: Annotated[str, Field(min_length=1)]
     """
-    Keep only the last N prompt tokens; -1 = the model's maximum
+    Prompt: a text, texts, token ids, or lists of token ids
     """
-    truncation_side: Literal["left", "right"] | None = None
-    allowed_token_ids: list[int] | None = None
-    bad_words: list[str] | None = []
-    prompt_logprobs: Annotated[int | None, Field(ge=-1)] = None
+
+
+class Prompt1Item(RootModel[str]):
+    root: Annotated[str, Field(min_length=1)]
+
+
+class Prompt1(RootModel[list[Prompt1Item]]):
+    root: Annotated[list[Prompt1Item], Field(min_length=1)]
     """
-    Log probabilities per prompt token; -1 = whole vocabulary. Not allowed when streaming
+    Prompt: a text, texts, token ids, or lists of token ids
     """
-    structured_outputs: dict[str, Any] | None = None
+
+
+class Prompt2Item(RootModel[int]):
+    root: Annotated[int, Field(ge=0)]
+
+
+class Prompt2(RootModel[list[Prompt2Item]]):
+    root: Annotated[list[Prompt2Item], Field(min_length=1)]
     """
-    Constrained decoding: one of json, regex, choice, grammar, ...
+    Prompt: a text, texts, token ids, or lists of token ids
     """
-    priority: int | None = 0
+
+
+class Prompt3ItemItem(RootModel[int]):
+    root: Annotated[int, Field(ge=0)]
+
+
+class Prompt3Item(RootModel[list[Prompt3ItemItem]]):
+    root: Annotated[list[Prompt3ItemItem], Field(min_length=1)]
+
+
+class Prompt3(RootModel[list[Prompt3Item]]):
+    root: Annotated[list[Prompt3Item], Field(min_length=1)]
     """
-    Scheduling priority (priority scheduling only); lower runs first
+    Prompt: a text, texts, token ids, or lists of token ids
     """
-    request_id: str | None = None
-    """
-    Request id (random when not given)
-    """
-    return_token_ids: bool | None = None
-    """
-    Add `token_ids` to each choice
-    """
-    cache_salt: Annotated[str | None, Field(max_length=1024, min_length=1)] = None
-    """
-    Salt for prefix-cache isolation
-    """
-    kv_transfer_params: dict[str, Any] | None = None
-    vllm_xargs: dict[str, Any] | None = None
-    """
-    Extra arguments for custom extensions
-    """
-    thinking_token_budget: int | None = None
 
 
 class CompletionRequest(SamplingExtras):
@@ -208,17 +239,9 @@ class CompletionRequest(SamplingExtras):
     """
     Served model name; the default model when null
     """
-    prompt: str | list[str] | list[int] | list[list[int]] | None
+    prompt: Prompt | Prompt1 | Prompt2 | Prompt3
     """
-    Prompt: text, texts, token ids, or lists of token ids (required unless prompt_embeds)
-    """
-    prompt_embeds: str | list[str] | None = None
-    """
-    Base64-encoded prompt embeddings (instead of prompt)
-    """
-    echo: bool | None = False
-    """
-    Prepend the prompt to the output
+    Prompt: a text, texts, token ids, or lists of token ids
     """
     frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
     """
@@ -228,34 +251,21 @@ class CompletionRequest(SamplingExtras):
     """
     Presence penalty (default 0)
     """
-    logit_bias: dict[str, Any] | None = None
-    """
-    Token id (as a string) → bias
-    """
-    logprobs: Annotated[int | None, Field(ge=0)] = None
-    """
-    Top log probabilities per output token
-    """
     max_tokens: Annotated[int | None, Field(ge=1)] = 16
     """
     Maximum tokens to generate
-    """
-    n: Annotated[int | None, Field(ge=1)] = 1
-    """
-    Completions per prompt
     """
     seed: Annotated[int | None, Field(ge=-9223372036854775808, le=9223372036854775807)] = None
     """
     Sampling seed
     """
-    stop: str | list[str] | None = None
+    stop: StopSequences1 | StopSequences2 | None = None
     """
     Stop string or strings
     """
     stream: bool | None = False
     stream_options: StreamOptions | None = None
-    suffix: str | None = None
-    temperature: Annotated[float | None, Field(ge=0.0)] = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
     """
     Sampling temperature; 0 = greedy (default 1.0)
     """
@@ -267,15 +277,6 @@ class CompletionRequest(SamplingExtras):
     add_special_tokens: bool | None = True
     """
     Add special tokens (BOS) to the prompt
-    """
-    response_format: dict[str, Any] | None = None
-    """
-    json_object, json_schema, structural_tag or text
-    """
-    return_tokens_as_token_ids: bool | None = None
-    stream_interval: Annotated[int | None, Field(ge=1)] = None
-    """
-    Tokens per stream chunk
     """
 
 
@@ -405,12 +406,64 @@ class CompletionChunk(BaseModel):
     metrics: dict[str, Any] | None = None
 
 
-class Tool(BaseModel):
+class ChatMessage(BaseModel):
+    """
+    One message of the conversation, text only (vLLM also takes image, audio and other parts, which this spec does not declare). What vLLM 0.32.0 accepts depends on the role, as measured against the server (its /openapi.json is looser): system, user and developer take text, text parts or `{}` (an object is iterated as if it were the list of parts, so only the empty one passes); assistant also null; any other role (tool, function, or one the chat template invents) is read as a custom message: text, or a list of strings and `type: text` parts whose `text` is not checked. `content` may be left out.
+    """
+
     model_config = ConfigDict(
         extra="allow",
     )
-    type: str | None = None
-    function: dict[str, Any]
+    role: str
+    """
+    Any role the model's chat template renders (the tiny test model's renders any)
+    """
+    content: str | list[str | dict[str, Any]] | dict[str, Any] | None = None
+    """
+    Narrowed by role below
+    """
+
+
+class TextPart(BaseModel):
+    """
+    One text part of a message
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    type: Literal["text"]
+    text: str
+
+
+class ChatCompletionRequest(SamplingExtras):
+    """
+    Body of `POST /v1/chat/completions` (OpenAI chat fields plus vLLM extras)
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
+    presence_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
+    max_tokens: int | None = None
+    """
+    Deprecated alias of max_completion_tokens; at least 1 unless max_completion_tokens is set
+    """
+    max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
+    seed: Annotated[int | None, Field(ge=-9223372036854775808, le=9223372036854775807)] = None
+    stop: StopSequences1 | StopSequences2 | None = None
+    """
+    Stop string or strings
+    """
+    stream: bool | None = False
+    stream_options: StreamOptions | None = None
+    temperature: Annotated[float | None, Field(ge=0.0, le=2.0)] = None
+    top_p: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
+    user: str | None = None
+    add_special_tokens: bool | None = False
 
 
 class TokenizePromptRequest(BaseModel):
@@ -430,6 +483,28 @@ class TokenizePromptRequest(BaseModel):
     """
 
 
+class TokenizeChatRequest(BaseModel):
+    """
+    Tokenize a conversation rendered with the chat template
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    model: str | None = None
+    messages: Annotated[list[ChatMessage], Field(min_length=1)]
+    add_generation_prompt: bool | None = True
+    add_special_tokens: bool | None = False
+    return_token_strs: bool | None = False
+
+
+class TokenizeRequest(RootModel[TokenizePromptRequest | TokenizeChatRequest]):
+    root: TokenizePromptRequest | TokenizeChatRequest
+    """
+    Body of `POST /tokenize`, a prompt or a conversation
+    """
+
+
 class TokenizeResponse(BaseModel):
     """
     Tokens of the prompt
@@ -445,7 +520,7 @@ class TokenizeResponse(BaseModel):
 
 
 class Token(RootModel[int]):
-    root: Annotated[int, Field(ge=0)]
+    root: Annotated[int, Field(ge=0, le=4294967295)]
 
 
 class DetokenizeRequest(BaseModel):
@@ -550,6 +625,13 @@ class ModelCard(BaseModel):
     Context length
     """
     permission: list[ModelPermission] | None = None
+
+
+class TextContent(RootModel[str | list[TextPart] | dict[str, Any]]):
+    root: str | list[TextPart] | dict[str, Any]
+    """
+    Text, or text parts (`{}` is read as no parts)
+    """
 
 
 class ToolCall(BaseModel):
@@ -700,105 +782,3 @@ class ModelList(BaseModel):
     )
     object: Literal["list"] | None = None
     data: list[ModelCard]
-
-
-class ChatMessage(BaseModel):
-    """
-    One message of the conversation
-    """
-
-    model_config = ConfigDict(
-        extra="allow",
-    )
-    role: str
-    """
-    system, user, assistant, tool, developer
-    """
-    content: str | list[dict[str, Any]] | None = None
-    """
-    Text, content parts, or null
-    """
-    name: str | None = None
-    tool_calls: list[ToolCall] | None = None
-    tool_call_id: str | None = None
-    reasoning: str | None = None
-
-
-class ChatCompletionRequest(SamplingExtras):
-    """
-    Body of `POST /v1/chat/completions` (OpenAI chat fields plus vLLM extras)
-    """
-
-    model_config = ConfigDict(
-        extra="allow",
-    )
-    model: str | None = None
-    messages: Annotated[list[ChatMessage], Field(min_length=1)]
-    frequency_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
-    presence_penalty: Annotated[float | None, Field(ge=-2.0, le=2.0)] = None
-    logit_bias: dict[str, Any] | None = None
-    logprobs: bool | None = False
-    top_logprobs: Annotated[int | None, Field(ge=0)] = None
-    max_tokens: Annotated[int | None, Field(ge=1)] = None
-    """
-    Deprecated alias of max_completion_tokens
-    """
-    max_completion_tokens: Annotated[int | None, Field(ge=1)] = None
-    n: Annotated[int | None, Field(ge=1)] = 1
-    seed: Annotated[int | None, Field(ge=-9223372036854775808, le=9223372036854775807)] = None
-    stop: str | list[str] | None = None
-    """
-    Stop string or strings
-    """
-    stream: bool | None = False
-    stream_options: StreamOptions | None = None
-    temperature: Annotated[float | None, Field(ge=0.0)] = None
-    top_p: Annotated[float | None, Field(gt=0.0, le=1.0)] = None
-    response_format: dict[str, Any] | None = None
-    tools: list[Tool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
-    """
-    none, auto, required, or a named function
-    """
-    parallel_tool_calls: bool | None = None
-    user: str | None = None
-    echo: bool | None = False
-    """
-    Prepend the last message to the output
-    """
-    add_generation_prompt: bool | None = True
-    continue_final_message: bool | None = False
-    add_special_tokens: bool | None = False
-    chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    documents: list[dict[str, Any]] | None = None
-    include_reasoning: bool | None = True
-    reasoning_effort: str | None = None
-
-
-class TokenizeChatRequest(BaseModel):
-    """
-    Tokenize a conversation rendered with the chat template
-    """
-
-    model_config = ConfigDict(
-        extra="allow",
-    )
-    model: str | None = None
-    messages: list[ChatMessage]
-    add_generation_prompt: bool | None = True
-    continue_final_message: bool | None = False
-    add_special_tokens: bool | None = False
-    return_token_strs: bool | None = False
-    chat_template: str | None = None
-    chat_template_kwargs: dict[str, Any] | None = None
-    mm_processor_kwargs: dict[str, Any] | None = None
-    media_io_kwargs: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-
-
-class TokenizeRequest(RootModel[TokenizePromptRequest | TokenizeChatRequest]):
-    root: TokenizePromptRequest | TokenizeChatRequest
-    """
-    Body of `POST /tokenize`, a prompt or a conversation
-    """

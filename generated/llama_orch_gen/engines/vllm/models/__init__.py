@@ -7,27 +7,6 @@ from .chat_completion_choice import ChatCompletionChoice
 from .chat_completion_choice_logprobs_type_0 import ChatCompletionChoiceLogprobsType0
 from .chat_completion_chunk import ChatCompletionChunk
 from .chat_completion_request import ChatCompletionRequest
-from .chat_completion_request_chat_template_kwargs_type_0 import (
-    ChatCompletionRequestChatTemplateKwargsType0,
-)
-from .chat_completion_request_documents_type_0_item import (
-    ChatCompletionRequestDocumentsType0Item,
-)
-from .chat_completion_request_logit_bias_type_0 import (
-    ChatCompletionRequestLogitBiasType0,
-)
-from .chat_completion_request_response_format_type_0 import (
-    ChatCompletionRequestResponseFormatType0,
-)
-from .chat_completion_request_tool_choice_type_1 import (
-    ChatCompletionRequestToolChoiceType1,
-)
-from .chat_completion_request_tools_type_0_item import (
-    ChatCompletionRequestToolsType0Item,
-)
-from .chat_completion_request_tools_type_0_item_function import (
-    ChatCompletionRequestToolsType0ItemFunction,
-)
 from .chat_completion_response import ChatCompletionResponse
 from .chat_completion_response_kv_transfer_params_type_0 import (
     ChatCompletionResponseKvTransferParamsType0,
@@ -37,7 +16,8 @@ from .chat_completion_response_prompt_logprobs_type_0_item_type_0 import (
 )
 from .chat_delta import ChatDelta
 from .chat_message import ChatMessage
-from .chat_message_content_type_1_item import ChatMessageContentType1Item
+from .chat_message_content_type_1_item_type_1 import ChatMessageContentType1ItemType1
+from .chat_message_content_type_2 import ChatMessageContentType2
 from .chat_response_message import ChatResponseMessage
 from .completion_choice import CompletionChoice
 from .completion_choice_prompt_logprobs_type_0_item_type_0 import (
@@ -51,15 +31,12 @@ from .completion_logprobs_top_logprobs_item_type_0 import (
     CompletionLogprobsTopLogprobsItemType0,
 )
 from .completion_request import CompletionRequest
-from .completion_request_logit_bias_type_0 import CompletionRequestLogitBiasType0
-from .completion_request_response_format_type_0 import (
-    CompletionRequestResponseFormatType0,
-)
 from .completion_response import CompletionResponse
 from .completion_response_kv_transfer_params_type_0 import (
     CompletionResponseKvTransferParamsType0,
 )
 from .completion_response_metrics_type_0 import CompletionResponseMetricsType0
+from .detail_response import DetailResponse
 from .detokenize_request import DetokenizeRequest
 from .detokenize_response import DetokenizeResponse
 from .error_detail import ErrorDetail
@@ -71,32 +48,10 @@ from .model_card import ModelCard
 from .model_list import ModelList
 from .model_permission import ModelPermission
 from .sampling_extras import SamplingExtras
-from .sampling_extras_kv_transfer_params_type_0 import (
-    SamplingExtrasKvTransferParamsType0,
-)
-from .sampling_extras_structured_outputs_type_0 import (
-    SamplingExtrasStructuredOutputsType0,
-)
-from .sampling_extras_truncation_side_type_1 import SamplingExtrasTruncationSideType1
-from .sampling_extras_truncation_side_type_2_type_1 import (
-    SamplingExtrasTruncationSideType2Type1,
-)
-from .sampling_extras_truncation_side_type_3_type_1 import (
-    SamplingExtrasTruncationSideType3Type1,
-)
-from .sampling_extras_vllm_xargs_type_0 import SamplingExtrasVllmXargsType0
 from .stream_options import StreamOptions
+from .text_content_type_2 import TextContentType2
+from .text_part import TextPart
 from .tokenize_chat_request import TokenizeChatRequest
-from .tokenize_chat_request_chat_template_kwargs_type_0 import (
-    TokenizeChatRequestChatTemplateKwargsType0,
-)
-from .tokenize_chat_request_media_io_kwargs_type_0 import (
-    TokenizeChatRequestMediaIoKwargsType0,
-)
-from .tokenize_chat_request_mm_processor_kwargs_type_0 import (
-    TokenizeChatRequestMmProcessorKwargsType0,
-)
-from .tokenize_chat_request_tools_type_0_item import TokenizeChatRequestToolsType0Item
 from .tokenize_prompt_request import TokenizePromptRequest
 from .tokenize_response import TokenizeResponse
 from .tool_call import ToolCall
@@ -114,19 +69,13 @@ __all__ = (
     "ChatCompletionChoiceLogprobsType0",
     "ChatCompletionChunk",
     "ChatCompletionRequest",
-    "ChatCompletionRequestChatTemplateKwargsType0",
-    "ChatCompletionRequestDocumentsType0Item",
-    "ChatCompletionRequestLogitBiasType0",
-    "ChatCompletionRequestResponseFormatType0",
-    "ChatCompletionRequestToolChoiceType1",
-    "ChatCompletionRequestToolsType0Item",
-    "ChatCompletionRequestToolsType0ItemFunction",
     "ChatCompletionResponse",
     "ChatCompletionResponseKvTransferParamsType0",
     "ChatCompletionResponsePromptLogprobsType0ItemType0",
     "ChatDelta",
     "ChatMessage",
-    "ChatMessageContentType1Item",
+    "ChatMessageContentType1ItemType1",
+    "ChatMessageContentType2",
     "ChatResponseMessage",
     "CompletionChoice",
     "CompletionChoicePromptLogprobsType0ItemType0",
@@ -136,11 +85,10 @@ __all__ = (
     "CompletionLogprobs",
     "CompletionLogprobsTopLogprobsItemType0",
     "CompletionRequest",
-    "CompletionRequestLogitBiasType0",
-    "CompletionRequestResponseFormatType0",
     "CompletionResponse",
     "CompletionResponseKvTransferParamsType0",
     "CompletionResponseMetricsType0",
+    "DetailResponse",
     "DetokenizeRequest",
     "DetokenizeResponse",
     "ErrorDetail",
@@ -152,18 +100,10 @@ __all__ = (
     "ModelList",
     "ModelPermission",
     "SamplingExtras",
-    "SamplingExtrasKvTransferParamsType0",
-    "SamplingExtrasStructuredOutputsType0",
-    "SamplingExtrasTruncationSideType1",
-    "SamplingExtrasTruncationSideType2Type1",
-    "SamplingExtrasTruncationSideType3Type1",
-    "SamplingExtrasVllmXargsType0",
     "StreamOptions",
+    "TextContentType2",
+    "TextPart",
     "TokenizeChatRequest",
-    "TokenizeChatRequestChatTemplateKwargsType0",
-    "TokenizeChatRequestMediaIoKwargsType0",
-    "TokenizeChatRequestMmProcessorKwargsType0",
-    "TokenizeChatRequestToolsType0Item",
     "TokenizePromptRequest",
     "TokenizeResponse",
     "ToolCall",

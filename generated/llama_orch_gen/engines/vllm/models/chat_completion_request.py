@@ -7,47 +7,10 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..models.sampling_extras_truncation_side_type_1 import (
-    SamplingExtrasTruncationSideType1,
-    check_sampling_extras_truncation_side_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_2_type_1 import (
-    SamplingExtrasTruncationSideType2Type1,
-    check_sampling_extras_truncation_side_type_2_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_3_type_1 import (
-    SamplingExtrasTruncationSideType3Type1,
-    check_sampling_extras_truncation_side_type_3_type_1,
-)
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
-    from ..models.chat_completion_request_chat_template_kwargs_type_0 import (
-        ChatCompletionRequestChatTemplateKwargsType0,
-    )
-    from ..models.chat_completion_request_documents_type_0_item import (
-        ChatCompletionRequestDocumentsType0Item,
-    )
-    from ..models.chat_completion_request_logit_bias_type_0 import (
-        ChatCompletionRequestLogitBiasType0,
-    )
-    from ..models.chat_completion_request_response_format_type_0 import (
-        ChatCompletionRequestResponseFormatType0,
-    )
-    from ..models.chat_completion_request_tool_choice_type_1 import (
-        ChatCompletionRequestToolChoiceType1,
-    )
-    from ..models.chat_completion_request_tools_type_0_item import (
-        ChatCompletionRequestToolsType0Item,
-    )
     from ..models.chat_message import ChatMessage
-    from ..models.sampling_extras_kv_transfer_params_type_0 import (
-        SamplingExtrasKvTransferParamsType0,
-    )
-    from ..models.sampling_extras_structured_outputs_type_0 import (
-        SamplingExtrasStructuredOutputsType0,
-    )
-    from ..models.sampling_extras_vllm_xargs_type_0 import SamplingExtrasVllmXargsType0
     from ..models.stream_options import StreamOptions
 
 
@@ -59,62 +22,26 @@ class ChatCompletionRequest:
     """Body of `POST /v1/chat/completions` (OpenAI chat fields plus vLLM extras)"""
 
     messages: list[ChatMessage]
-    use_beam_search: bool | Unset = False
     top_k: int | None | Unset = UNSET
     """ Keep the K most likely tokens; 0 (or -1) = off (default 0) """
     min_p: float | None | Unset = UNSET
     """ Minimum probability relative to the most likely token (default 0) """
     repetition_penalty: float | None | Unset = UNSET
     """ Repetition penalty; 1.0 = off (default 1.0) """
-    length_penalty: float | Unset = 1.0
-    """ Beam-search length penalty """
     stop_token_ids: list[int] | None | Unset = UNSET
-    """ Token ids that stop generation """
+    """ Token ids that stop generation (400 for an id outside the vocabulary) """
     include_stop_str_in_output: bool | Unset = False
     ignore_eos: bool | Unset = False
     """ Keep generating after the end-of-sequence token """
-    min_tokens: int | Unset = 0
-    """ Tokens to generate before EOS or stop strings may end generation """
-    skip_special_tokens: bool | None | Unset = UNSET
+    skip_special_tokens: bool | Unset = UNSET
     """ Drop special tokens from the output text """
     spaces_between_special_tokens: bool | Unset = True
-    truncate_prompt_tokens: int | None | Unset = UNSET
-    """ Keep only the last N prompt tokens; -1 = the model's maximum """
-    truncation_side: (
-        None
-        | SamplingExtrasTruncationSideType1
-        | SamplingExtrasTruncationSideType2Type1
-        | SamplingExtrasTruncationSideType3Type1
-        | Unset
-    ) = UNSET
-    allowed_token_ids: list[int] | None | Unset = UNSET
-    bad_words: list[str] | Unset = UNSET
-    prompt_logprobs: int | None | Unset = UNSET
-    """ Log probabilities per prompt token; -1 = whole vocabulary. Not allowed when streaming """
-    structured_outputs: None | SamplingExtrasStructuredOutputsType0 | Unset = UNSET
-    """ Constrained decoding: one of json, regex, choice, grammar, ... """
-    priority: int | Unset = 0
-    """ Scheduling priority (priority scheduling only); lower runs first """
-    request_id: str | Unset = UNSET
-    """ Request id (random when not given) """
-    return_token_ids: bool | None | Unset = UNSET
-    """ Add `token_ids` to each choice """
-    cache_salt: None | str | Unset = UNSET
-    """ Salt for prefix-cache isolation """
-    kv_transfer_params: None | SamplingExtrasKvTransferParamsType0 | Unset = UNSET
-    vllm_xargs: None | SamplingExtrasVllmXargsType0 | Unset = UNSET
-    """ Extra arguments for custom extensions """
-    thinking_token_budget: int | None | Unset = UNSET
     model: None | str | Unset = UNSET
     frequency_penalty: float | None | Unset = UNSET
     presence_penalty: float | None | Unset = UNSET
-    logit_bias: ChatCompletionRequestLogitBiasType0 | None | Unset = UNSET
-    logprobs: bool | None | Unset = False
-    top_logprobs: int | None | Unset = UNSET
     max_tokens: int | None | Unset = UNSET
-    """ Deprecated alias of max_completion_tokens """
+    """ Deprecated alias of max_completion_tokens; at least 1 unless max_completion_tokens is set """
     max_completion_tokens: int | None | Unset = UNSET
-    n: int | None | Unset = 1
     seed: int | None | Unset = UNSET
     stop: list[str] | None | str | Unset = UNSET
     """ Stop string or strings """
@@ -122,54 +49,17 @@ class ChatCompletionRequest:
     stream_options: None | StreamOptions | Unset = UNSET
     temperature: float | None | Unset = UNSET
     top_p: float | None | Unset = UNSET
-    response_format: ChatCompletionRequestResponseFormatType0 | None | Unset = UNSET
-    tools: list[ChatCompletionRequestToolsType0Item] | None | Unset = UNSET
-    tool_choice: ChatCompletionRequestToolChoiceType1 | None | str | Unset = UNSET
-    """ none, auto, required, or a named function """
-    parallel_tool_calls: bool | None | Unset = UNSET
     user: None | str | Unset = UNSET
-    echo: bool | Unset = False
-    """ Prepend the last message to the output """
-    add_generation_prompt: bool | Unset = True
-    continue_final_message: bool | Unset = False
     add_special_tokens: bool | Unset = False
-    chat_template: None | str | Unset = UNSET
-    chat_template_kwargs: ChatCompletionRequestChatTemplateKwargsType0 | None | Unset = UNSET
-    documents: list[ChatCompletionRequestDocumentsType0Item] | None | Unset = UNSET
-    include_reasoning: bool | Unset = True
-    reasoning_effort: None | str | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from ..models.chat_completion_request_chat_template_kwargs_type_0 import (
-            ChatCompletionRequestChatTemplateKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_logit_bias_type_0 import (
-            ChatCompletionRequestLogitBiasType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_response_format_type_0 import (
-            ChatCompletionRequestResponseFormatType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_tool_choice_type_1 import (
-            ChatCompletionRequestToolChoiceType1,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
 
         messages = []
         for messages_item_data in self.messages:
             messages_item = messages_item_data.to_dict()
             messages.append(messages_item)
-
-        use_beam_search = self.use_beam_search
 
         top_k: int | None | Unset
         if isinstance(self.top_k, Unset):
@@ -189,8 +79,6 @@ class ChatCompletionRequest:
         else:
             repetition_penalty = self.repetition_penalty
 
-        length_penalty = self.length_penalty
-
         stop_token_ids: list[int] | None | Unset
         if isinstance(self.stop_token_ids, Unset):
             stop_token_ids = UNSET
@@ -204,98 +92,9 @@ class ChatCompletionRequest:
 
         ignore_eos = self.ignore_eos
 
-        min_tokens = self.min_tokens
-
-        skip_special_tokens: bool | None | Unset
-        if isinstance(self.skip_special_tokens, Unset):
-            skip_special_tokens = UNSET
-        else:
-            skip_special_tokens = self.skip_special_tokens
+        skip_special_tokens = self.skip_special_tokens
 
         spaces_between_special_tokens = self.spaces_between_special_tokens
-
-        truncate_prompt_tokens: int | None | Unset
-        if isinstance(self.truncate_prompt_tokens, Unset):
-            truncate_prompt_tokens = UNSET
-        else:
-            truncate_prompt_tokens = self.truncate_prompt_tokens
-
-        truncation_side: None | str | Unset
-        if isinstance(self.truncation_side, Unset):
-            truncation_side = UNSET
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        else:
-            truncation_side = self.truncation_side
-
-        allowed_token_ids: list[int] | None | Unset
-        if isinstance(self.allowed_token_ids, Unset):
-            allowed_token_ids = UNSET
-        elif isinstance(self.allowed_token_ids, list):
-            allowed_token_ids = self.allowed_token_ids
-
-        else:
-            allowed_token_ids = self.allowed_token_ids
-
-        bad_words: list[str] | Unset = UNSET
-        if not isinstance(self.bad_words, Unset):
-            bad_words = self.bad_words
-
-        prompt_logprobs: int | None | Unset
-        if isinstance(self.prompt_logprobs, Unset):
-            prompt_logprobs = UNSET
-        else:
-            prompt_logprobs = self.prompt_logprobs
-
-        structured_outputs: dict[str, Any] | None | Unset
-        if isinstance(self.structured_outputs, Unset):
-            structured_outputs = UNSET
-        elif isinstance(self.structured_outputs, SamplingExtrasStructuredOutputsType0):
-            structured_outputs = self.structured_outputs.to_dict()
-        else:
-            structured_outputs = self.structured_outputs
-
-        priority = self.priority
-
-        request_id = self.request_id
-
-        return_token_ids: bool | None | Unset
-        if isinstance(self.return_token_ids, Unset):
-            return_token_ids = UNSET
-        else:
-            return_token_ids = self.return_token_ids
-
-        cache_salt: None | str | Unset
-        if isinstance(self.cache_salt, Unset):
-            cache_salt = UNSET
-        else:
-            cache_salt = self.cache_salt
-
-        kv_transfer_params: dict[str, Any] | None | Unset
-        if isinstance(self.kv_transfer_params, Unset):
-            kv_transfer_params = UNSET
-        elif isinstance(self.kv_transfer_params, SamplingExtrasKvTransferParamsType0):
-            kv_transfer_params = self.kv_transfer_params.to_dict()
-        else:
-            kv_transfer_params = self.kv_transfer_params
-
-        vllm_xargs: dict[str, Any] | None | Unset
-        if isinstance(self.vllm_xargs, Unset):
-            vllm_xargs = UNSET
-        elif isinstance(self.vllm_xargs, SamplingExtrasVllmXargsType0):
-            vllm_xargs = self.vllm_xargs.to_dict()
-        else:
-            vllm_xargs = self.vllm_xargs
-
-        thinking_token_budget: int | None | Unset
-        if isinstance(self.thinking_token_budget, Unset):
-            thinking_token_budget = UNSET
-        else:
-            thinking_token_budget = self.thinking_token_budget
 
         model: None | str | Unset
         if isinstance(self.model, Unset):
@@ -315,26 +114,6 @@ class ChatCompletionRequest:
         else:
             presence_penalty = self.presence_penalty
 
-        logit_bias: dict[str, Any] | None | Unset
-        if isinstance(self.logit_bias, Unset):
-            logit_bias = UNSET
-        elif isinstance(self.logit_bias, ChatCompletionRequestLogitBiasType0):
-            logit_bias = self.logit_bias.to_dict()
-        else:
-            logit_bias = self.logit_bias
-
-        logprobs: bool | None | Unset
-        if isinstance(self.logprobs, Unset):
-            logprobs = UNSET
-        else:
-            logprobs = self.logprobs
-
-        top_logprobs: int | None | Unset
-        if isinstance(self.top_logprobs, Unset):
-            top_logprobs = UNSET
-        else:
-            top_logprobs = self.top_logprobs
-
         max_tokens: int | None | Unset
         if isinstance(self.max_tokens, Unset):
             max_tokens = UNSET
@@ -346,12 +125,6 @@ class ChatCompletionRequest:
             max_completion_tokens = UNSET
         else:
             max_completion_tokens = self.max_completion_tokens
-
-        n: int | None | Unset
-        if isinstance(self.n, Unset):
-            n = UNSET
-        else:
-            n = self.n
 
         seed: int | None | Unset
         if isinstance(self.seed, Unset):
@@ -394,87 +167,13 @@ class ChatCompletionRequest:
         else:
             top_p = self.top_p
 
-        response_format: dict[str, Any] | None | Unset
-        if isinstance(self.response_format, Unset):
-            response_format = UNSET
-        elif isinstance(self.response_format, ChatCompletionRequestResponseFormatType0):
-            response_format = self.response_format.to_dict()
-        else:
-            response_format = self.response_format
-
-        tools: list[dict[str, Any]] | None | Unset
-        if isinstance(self.tools, Unset):
-            tools = UNSET
-        elif isinstance(self.tools, list):
-            tools = []
-            for tools_type_0_item_data in self.tools:
-                tools_type_0_item = tools_type_0_item_data.to_dict()
-                tools.append(tools_type_0_item)
-
-        else:
-            tools = self.tools
-
-        tool_choice: dict[str, Any] | None | str | Unset
-        if isinstance(self.tool_choice, Unset):
-            tool_choice = UNSET
-        elif isinstance(self.tool_choice, ChatCompletionRequestToolChoiceType1):
-            tool_choice = self.tool_choice.to_dict()
-        else:
-            tool_choice = self.tool_choice
-
-        parallel_tool_calls: bool | None | Unset
-        if isinstance(self.parallel_tool_calls, Unset):
-            parallel_tool_calls = UNSET
-        else:
-            parallel_tool_calls = self.parallel_tool_calls
-
         user: None | str | Unset
         if isinstance(self.user, Unset):
             user = UNSET
         else:
             user = self.user
 
-        echo = self.echo
-
-        add_generation_prompt = self.add_generation_prompt
-
-        continue_final_message = self.continue_final_message
-
         add_special_tokens = self.add_special_tokens
-
-        chat_template: None | str | Unset
-        if isinstance(self.chat_template, Unset):
-            chat_template = UNSET
-        else:
-            chat_template = self.chat_template
-
-        chat_template_kwargs: dict[str, Any] | None | Unset
-        if isinstance(self.chat_template_kwargs, Unset):
-            chat_template_kwargs = UNSET
-        elif isinstance(self.chat_template_kwargs, ChatCompletionRequestChatTemplateKwargsType0):
-            chat_template_kwargs = self.chat_template_kwargs.to_dict()
-        else:
-            chat_template_kwargs = self.chat_template_kwargs
-
-        documents: list[dict[str, Any]] | None | Unset
-        if isinstance(self.documents, Unset):
-            documents = UNSET
-        elif isinstance(self.documents, list):
-            documents = []
-            for documents_type_0_item_data in self.documents:
-                documents_type_0_item = documents_type_0_item_data.to_dict()
-                documents.append(documents_type_0_item)
-
-        else:
-            documents = self.documents
-
-        include_reasoning = self.include_reasoning
-
-        reasoning_effort: None | str | Unset
-        if isinstance(self.reasoning_effort, Unset):
-            reasoning_effort = UNSET
-        else:
-            reasoning_effort = self.reasoning_effort
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -483,72 +182,32 @@ class ChatCompletionRequest:
                 "messages": messages,
             }
         )
-        if use_beam_search is not UNSET:
-            field_dict["use_beam_search"] = use_beam_search
         if top_k is not UNSET:
             field_dict["top_k"] = top_k
         if min_p is not UNSET:
             field_dict["min_p"] = min_p
         if repetition_penalty is not UNSET:
             field_dict["repetition_penalty"] = repetition_penalty
-        if length_penalty is not UNSET:
-            field_dict["length_penalty"] = length_penalty
         if stop_token_ids is not UNSET:
             field_dict["stop_token_ids"] = stop_token_ids
         if include_stop_str_in_output is not UNSET:
             field_dict["include_stop_str_in_output"] = include_stop_str_in_output
         if ignore_eos is not UNSET:
             field_dict["ignore_eos"] = ignore_eos
-        if min_tokens is not UNSET:
-            field_dict["min_tokens"] = min_tokens
         if skip_special_tokens is not UNSET:
             field_dict["skip_special_tokens"] = skip_special_tokens
         if spaces_between_special_tokens is not UNSET:
             field_dict["spaces_between_special_tokens"] = spaces_between_special_tokens
-        if truncate_prompt_tokens is not UNSET:
-            field_dict["truncate_prompt_tokens"] = truncate_prompt_tokens
-        if truncation_side is not UNSET:
-            field_dict["truncation_side"] = truncation_side
-        if allowed_token_ids is not UNSET:
-            field_dict["allowed_token_ids"] = allowed_token_ids
-        if bad_words is not UNSET:
-            field_dict["bad_words"] = bad_words
-        if prompt_logprobs is not UNSET:
-            field_dict["prompt_logprobs"] = prompt_logprobs
-        if structured_outputs is not UNSET:
-            field_dict["structured_outputs"] = structured_outputs
-        if priority is not UNSET:
-            field_dict["priority"] = priority
-        if request_id is not UNSET:
-            field_dict["request_id"] = request_id
-        if return_token_ids is not UNSET:
-            field_dict["return_token_ids"] = return_token_ids
-        if cache_salt is not UNSET:
-            field_dict["cache_salt"] = cache_salt
-        if kv_transfer_params is not UNSET:
-            field_dict["kv_transfer_params"] = kv_transfer_params
-        if vllm_xargs is not UNSET:
-            field_dict["vllm_xargs"] = vllm_xargs
-        if thinking_token_budget is not UNSET:
-            field_dict["thinking_token_budget"] = thinking_token_budget
         if model is not UNSET:
             field_dict["model"] = model
         if frequency_penalty is not UNSET:
             field_dict["frequency_penalty"] = frequency_penalty
         if presence_penalty is not UNSET:
             field_dict["presence_penalty"] = presence_penalty
-        if logit_bias is not UNSET:
-            field_dict["logit_bias"] = logit_bias
-        if logprobs is not UNSET:
-            field_dict["logprobs"] = logprobs
-        if top_logprobs is not UNSET:
-            field_dict["top_logprobs"] = top_logprobs
         if max_tokens is not UNSET:
             field_dict["max_tokens"] = max_tokens
         if max_completion_tokens is not UNSET:
             field_dict["max_completion_tokens"] = max_completion_tokens
-        if n is not UNSET:
-            field_dict["n"] = n
         if seed is not UNSET:
             field_dict["seed"] = seed
         if stop is not UNSET:
@@ -561,67 +220,16 @@ class ChatCompletionRequest:
             field_dict["temperature"] = temperature
         if top_p is not UNSET:
             field_dict["top_p"] = top_p
-        if response_format is not UNSET:
-            field_dict["response_format"] = response_format
-        if tools is not UNSET:
-            field_dict["tools"] = tools
-        if tool_choice is not UNSET:
-            field_dict["tool_choice"] = tool_choice
-        if parallel_tool_calls is not UNSET:
-            field_dict["parallel_tool_calls"] = parallel_tool_calls
         if user is not UNSET:
             field_dict["user"] = user
-        if echo is not UNSET:
-            field_dict["echo"] = echo
-        if add_generation_prompt is not UNSET:
-            field_dict["add_generation_prompt"] = add_generation_prompt
-        if continue_final_message is not UNSET:
-            field_dict["continue_final_message"] = continue_final_message
         if add_special_tokens is not UNSET:
             field_dict["add_special_tokens"] = add_special_tokens
-        if chat_template is not UNSET:
-            field_dict["chat_template"] = chat_template
-        if chat_template_kwargs is not UNSET:
-            field_dict["chat_template_kwargs"] = chat_template_kwargs
-        if documents is not UNSET:
-            field_dict["documents"] = documents
-        if include_reasoning is not UNSET:
-            field_dict["include_reasoning"] = include_reasoning
-        if reasoning_effort is not UNSET:
-            field_dict["reasoning_effort"] = reasoning_effort
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.chat_completion_request_chat_template_kwargs_type_0 import (
-            ChatCompletionRequestChatTemplateKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_documents_type_0_item import (
-            ChatCompletionRequestDocumentsType0Item,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_logit_bias_type_0 import (
-            ChatCompletionRequestLogitBiasType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_response_format_type_0 import (
-            ChatCompletionRequestResponseFormatType0,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_tool_choice_type_1 import (
-            ChatCompletionRequestToolChoiceType1,  # noqa: PLC0415
-        )
-        from ..models.chat_completion_request_tools_type_0_item import (
-            ChatCompletionRequestToolsType0Item,  # noqa: PLC0415
-        )
         from ..models.chat_message import ChatMessage  # noqa: PLC0415
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
 
         d = dict(src_dict)
@@ -631,8 +239,6 @@ class ChatCompletionRequest:
             messages_item = ChatMessage.from_dict(messages_item_data)
 
             messages.append(messages_item)
-
-        use_beam_search = d.pop("use_beam_search", UNSET)
 
         def _parse_top_k(data: object) -> int | None | Unset:
             if data is None:
@@ -661,8 +267,6 @@ class ChatCompletionRequest:
 
         repetition_penalty = _parse_repetition_penalty(d.pop("repetition_penalty", UNSET))
 
-        length_penalty = d.pop("length_penalty", UNSET)
-
         def _parse_stop_token_ids(data: object) -> list[int] | None | Unset:
             if data is None:
                 return data
@@ -684,185 +288,9 @@ class ChatCompletionRequest:
 
         ignore_eos = d.pop("ignore_eos", UNSET)
 
-        min_tokens = d.pop("min_tokens", UNSET)
-
-        def _parse_skip_special_tokens(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        skip_special_tokens = _parse_skip_special_tokens(d.pop("skip_special_tokens", UNSET))
+        skip_special_tokens = d.pop("skip_special_tokens", UNSET)
 
         spaces_between_special_tokens = d.pop("spaces_between_special_tokens", UNSET)
-
-        def _parse_truncate_prompt_tokens(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        truncate_prompt_tokens = _parse_truncate_prompt_tokens(d.pop("truncate_prompt_tokens", UNSET))
-
-        def _parse_truncation_side(
-            data: object,
-        ) -> (
-            None
-            | SamplingExtrasTruncationSideType1
-            | SamplingExtrasTruncationSideType2Type1
-            | SamplingExtrasTruncationSideType3Type1
-            | Unset
-        ):
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_1 = check_sampling_extras_truncation_side_type_1(data)
-
-                return truncation_side_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_2_type_1 = check_sampling_extras_truncation_side_type_2_type_1(data)
-
-                return truncation_side_type_2_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_3_type_1 = check_sampling_extras_truncation_side_type_3_type_1(data)
-
-                return truncation_side_type_3_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(
-                None
-                | SamplingExtrasTruncationSideType1
-                | SamplingExtrasTruncationSideType2Type1
-                | SamplingExtrasTruncationSideType3Type1
-                | Unset,
-                data,
-            )
-
-        truncation_side = _parse_truncation_side(d.pop("truncation_side", UNSET))
-
-        def _parse_allowed_token_ids(data: object) -> list[int] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                allowed_token_ids_type_0 = cast(list[int], data)
-
-                return allowed_token_ids_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[int] | None | Unset, data)
-
-        allowed_token_ids = _parse_allowed_token_ids(d.pop("allowed_token_ids", UNSET))
-
-        bad_words = cast(list[str], d.pop("bad_words", UNSET))
-
-        def _parse_prompt_logprobs(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        prompt_logprobs = _parse_prompt_logprobs(d.pop("prompt_logprobs", UNSET))
-
-        def _parse_structured_outputs(data: object) -> None | SamplingExtrasStructuredOutputsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                structured_outputs_type_0 = SamplingExtrasStructuredOutputsType0.from_dict(data)
-
-                return structured_outputs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasStructuredOutputsType0 | Unset, data)
-
-        structured_outputs = _parse_structured_outputs(d.pop("structured_outputs", UNSET))
-
-        priority = d.pop("priority", UNSET)
-
-        request_id = d.pop("request_id", UNSET)
-
-        def _parse_return_token_ids(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        return_token_ids = _parse_return_token_ids(d.pop("return_token_ids", UNSET))
-
-        def _parse_cache_salt(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        cache_salt = _parse_cache_salt(d.pop("cache_salt", UNSET))
-
-        def _parse_kv_transfer_params(data: object) -> None | SamplingExtrasKvTransferParamsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                kv_transfer_params_type_0 = SamplingExtrasKvTransferParamsType0.from_dict(data)
-
-                return kv_transfer_params_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasKvTransferParamsType0 | Unset, data)
-
-        kv_transfer_params = _parse_kv_transfer_params(d.pop("kv_transfer_params", UNSET))
-
-        def _parse_vllm_xargs(data: object) -> None | SamplingExtrasVllmXargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                vllm_xargs_type_0 = SamplingExtrasVllmXargsType0.from_dict(data)
-
-                return vllm_xargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasVllmXargsType0 | Unset, data)
-
-        vllm_xargs = _parse_vllm_xargs(d.pop("vllm_xargs", UNSET))
-
-        def _parse_thinking_token_budget(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        thinking_token_budget = _parse_thinking_token_budget(d.pop("thinking_token_budget", UNSET))
 
         def _parse_model(data: object) -> None | str | Unset:
             if data is None:
@@ -891,41 +319,6 @@ class ChatCompletionRequest:
 
         presence_penalty = _parse_presence_penalty(d.pop("presence_penalty", UNSET))
 
-        def _parse_logit_bias(data: object) -> ChatCompletionRequestLogitBiasType0 | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                logit_bias_type_0 = ChatCompletionRequestLogitBiasType0.from_dict(data)
-
-                return logit_bias_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(ChatCompletionRequestLogitBiasType0 | None | Unset, data)
-
-        logit_bias = _parse_logit_bias(d.pop("logit_bias", UNSET))
-
-        def _parse_logprobs(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        logprobs = _parse_logprobs(d.pop("logprobs", UNSET))
-
-        def _parse_top_logprobs(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        top_logprobs = _parse_top_logprobs(d.pop("top_logprobs", UNSET))
-
         def _parse_max_tokens(data: object) -> int | None | Unset:
             if data is None:
                 return data
@@ -943,15 +336,6 @@ class ChatCompletionRequest:
             return cast(int | None | Unset, data)
 
         max_completion_tokens = _parse_max_completion_tokens(d.pop("max_completion_tokens", UNSET))
-
-        def _parse_n(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        n = _parse_n(d.pop("n", UNSET))
 
         def _parse_seed(data: object) -> int | None | Unset:
             if data is None:
@@ -1023,71 +407,6 @@ class ChatCompletionRequest:
 
         top_p = _parse_top_p(d.pop("top_p", UNSET))
 
-        def _parse_response_format(data: object) -> ChatCompletionRequestResponseFormatType0 | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                response_format_type_0 = ChatCompletionRequestResponseFormatType0.from_dict(data)
-
-                return response_format_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(ChatCompletionRequestResponseFormatType0 | None | Unset, data)
-
-        response_format = _parse_response_format(d.pop("response_format", UNSET))
-
-        def _parse_tools(data: object) -> list[ChatCompletionRequestToolsType0Item] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                tools_type_0 = []
-                _tools_type_0 = data
-                for tools_type_0_item_data in _tools_type_0:
-                    tools_type_0_item = ChatCompletionRequestToolsType0Item.from_dict(tools_type_0_item_data)
-
-                    tools_type_0.append(tools_type_0_item)
-
-                return tools_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[ChatCompletionRequestToolsType0Item] | None | Unset, data)
-
-        tools = _parse_tools(d.pop("tools", UNSET))
-
-        def _parse_tool_choice(data: object) -> ChatCompletionRequestToolChoiceType1 | None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                tool_choice_type_1 = ChatCompletionRequestToolChoiceType1.from_dict(data)
-
-                return tool_choice_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(ChatCompletionRequestToolChoiceType1 | None | str | Unset, data)
-
-        tool_choice = _parse_tool_choice(d.pop("tool_choice", UNSET))
-
-        def _parse_parallel_tool_calls(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        parallel_tool_calls = _parse_parallel_tool_calls(d.pop("parallel_tool_calls", UNSET))
-
         def _parse_user(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -1097,130 +416,31 @@ class ChatCompletionRequest:
 
         user = _parse_user(d.pop("user", UNSET))
 
-        echo = d.pop("echo", UNSET)
-
-        add_generation_prompt = d.pop("add_generation_prompt", UNSET)
-
-        continue_final_message = d.pop("continue_final_message", UNSET)
-
         add_special_tokens = d.pop("add_special_tokens", UNSET)
-
-        def _parse_chat_template(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        chat_template = _parse_chat_template(d.pop("chat_template", UNSET))
-
-        def _parse_chat_template_kwargs(data: object) -> ChatCompletionRequestChatTemplateKwargsType0 | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                chat_template_kwargs_type_0 = ChatCompletionRequestChatTemplateKwargsType0.from_dict(data)
-
-                return chat_template_kwargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(ChatCompletionRequestChatTemplateKwargsType0 | None | Unset, data)
-
-        chat_template_kwargs = _parse_chat_template_kwargs(d.pop("chat_template_kwargs", UNSET))
-
-        def _parse_documents(data: object) -> list[ChatCompletionRequestDocumentsType0Item] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                documents_type_0 = []
-                _documents_type_0 = data
-                for documents_type_0_item_data in _documents_type_0:
-                    documents_type_0_item = ChatCompletionRequestDocumentsType0Item.from_dict(
-                        documents_type_0_item_data
-                    )
-
-                    documents_type_0.append(documents_type_0_item)
-
-                return documents_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[ChatCompletionRequestDocumentsType0Item] | None | Unset, data)
-
-        documents = _parse_documents(d.pop("documents", UNSET))
-
-        include_reasoning = d.pop("include_reasoning", UNSET)
-
-        def _parse_reasoning_effort(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        reasoning_effort = _parse_reasoning_effort(d.pop("reasoning_effort", UNSET))
 
         chat_completion_request = cls(
             messages=messages,
-            use_beam_search=use_beam_search,
             top_k=top_k,
             min_p=min_p,
             repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
             stop_token_ids=stop_token_ids,
             include_stop_str_in_output=include_stop_str_in_output,
             ignore_eos=ignore_eos,
-            min_tokens=min_tokens,
             skip_special_tokens=skip_special_tokens,
             spaces_between_special_tokens=spaces_between_special_tokens,
-            truncate_prompt_tokens=truncate_prompt_tokens,
-            truncation_side=truncation_side,
-            allowed_token_ids=allowed_token_ids,
-            bad_words=bad_words,
-            prompt_logprobs=prompt_logprobs,
-            structured_outputs=structured_outputs,
-            priority=priority,
-            request_id=request_id,
-            return_token_ids=return_token_ids,
-            cache_salt=cache_salt,
-            kv_transfer_params=kv_transfer_params,
-            vllm_xargs=vllm_xargs,
-            thinking_token_budget=thinking_token_budget,
             model=model,
             frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
-            logit_bias=logit_bias,
-            logprobs=logprobs,
-            top_logprobs=top_logprobs,
             max_tokens=max_tokens,
             max_completion_tokens=max_completion_tokens,
-            n=n,
             seed=seed,
             stop=stop,
             stream=stream,
             stream_options=stream_options,
             temperature=temperature,
             top_p=top_p,
-            response_format=response_format,
-            tools=tools,
-            tool_choice=tool_choice,
-            parallel_tool_calls=parallel_tool_calls,
             user=user,
-            echo=echo,
-            add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
             add_special_tokens=add_special_tokens,
-            chat_template=chat_template,
-            chat_template_kwargs=chat_template_kwargs,
-            documents=documents,
-            include_reasoning=include_reasoning,
-            reasoning_effort=reasoning_effort,
         )
 
         chat_completion_request.additional_properties = d

@@ -10,8 +10,10 @@ from attrs import field as _attrs_field
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
-    from ..models.chat_message_content_type_1_item import ChatMessageContentType1Item
-    from ..models.tool_call import ToolCall
+    from ..models.chat_message_content_type_1_item_type_1 import (
+        ChatMessageContentType1ItemType1,
+    )
+    from ..models.chat_message_content_type_2 import ChatMessageContentType2
 
 
 T = TypeVar("T", bound="ChatMessage")
@@ -19,49 +21,46 @@ T = TypeVar("T", bound="ChatMessage")
 
 @_attrs_define
 class ChatMessage:
-    """One message of the conversation"""
+    """One message of the conversation, text only (vLLM also takes image, audio and other parts, which this spec does not
+    declare). What vLLM 0.32.0 accepts depends on the role, as measured against the server (its /openapi.json is
+    looser): system, user and developer take text, text parts or `{}` (an object is iterated as if it were the list of
+    parts, so only the empty one passes); assistant also null; any other role (tool, function, or one the chat template
+    invents) is read as a custom message: text, or a list of strings and `type: text` parts whose `text` is not checked.
+    `content` may be left out.
+
+    """
 
     role: str
-    """ system, user, assistant, tool, developer """
-    content: list[ChatMessageContentType1Item] | None | str | Unset = UNSET
-    """ Text, content parts, or null """
-    name: str | Unset = UNSET
-    tool_calls: list[ToolCall] | Unset = UNSET
-    tool_call_id: str | Unset = UNSET
-    reasoning: None | str | Unset = UNSET
+    """ Any role the model's chat template renders (the tiny test model's renders any) """
+    content: ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset = UNSET
+    """ Narrowed by role below """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        from ..models.chat_message_content_type_1_item_type_1 import (
+            ChatMessageContentType1ItemType1,  # noqa: PLC0415
+        )
+        from ..models.chat_message_content_type_2 import ChatMessageContentType2  # noqa: PLC0415
+
         role = self.role
 
-        content: list[dict[str, Any]] | None | str | Unset
+        content: dict[str, Any] | list[dict[str, Any] | str] | None | str | Unset
         if isinstance(self.content, Unset):
             content = UNSET
         elif isinstance(self.content, list):
             content = []
             for content_type_1_item_data in self.content:
-                content_type_1_item = content_type_1_item_data.to_dict()
+                content_type_1_item: dict[str, Any] | str
+                if isinstance(content_type_1_item_data, ChatMessageContentType1ItemType1):
+                    content_type_1_item = content_type_1_item_data.to_dict()
+                else:
+                    content_type_1_item = content_type_1_item_data
                 content.append(content_type_1_item)
 
+        elif isinstance(self.content, ChatMessageContentType2):
+            content = self.content.to_dict()
         else:
             content = self.content
-
-        name = self.name
-
-        tool_calls: list[dict[str, Any]] | Unset = UNSET
-        if not isinstance(self.tool_calls, Unset):
-            tool_calls = []
-            for tool_calls_item_data in self.tool_calls:
-                tool_calls_item = tool_calls_item_data.to_dict()
-                tool_calls.append(tool_calls_item)
-
-        tool_call_id = self.tool_call_id
-
-        reasoning: None | str | Unset
-        if isinstance(self.reasoning, Unset):
-            reasoning = UNSET
-        else:
-            reasoning = self.reasoning
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -72,28 +71,22 @@ class ChatMessage:
         )
         if content is not UNSET:
             field_dict["content"] = content
-        if name is not UNSET:
-            field_dict["name"] = name
-        if tool_calls is not UNSET:
-            field_dict["tool_calls"] = tool_calls
-        if tool_call_id is not UNSET:
-            field_dict["tool_call_id"] = tool_call_id
-        if reasoning is not UNSET:
-            field_dict["reasoning"] = reasoning
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.chat_message_content_type_1_item import (
-            ChatMessageContentType1Item,  # noqa: PLC0415
+        from ..models.chat_message_content_type_1_item_type_1 import (
+            ChatMessageContentType1ItemType1,  # noqa: PLC0415
         )
-        from ..models.tool_call import ToolCall  # noqa: PLC0415
+        from ..models.chat_message_content_type_2 import ChatMessageContentType2  # noqa: PLC0415
 
         d = dict(src_dict)
         role = d.pop("role")
 
-        def _parse_content(data: object) -> list[ChatMessageContentType1Item] | None | str | Unset:
+        def _parse_content(
+            data: object,
+        ) -> ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset:
             if data is None:
                 return data
             if isinstance(data, Unset):
@@ -104,46 +97,42 @@ class ChatMessage:
                 content_type_1 = []
                 _content_type_1 = data
                 for content_type_1_item_data in _content_type_1:
-                    content_type_1_item = ChatMessageContentType1Item.from_dict(content_type_1_item_data)
+
+                    def _parse_content_type_1_item(data: object) -> ChatMessageContentType1ItemType1 | str:
+                        try:
+                            if not isinstance(data, dict):
+                                raise TypeError()
+                            content_type_1_item_type_1 = ChatMessageContentType1ItemType1.from_dict(data)
+
+                            return content_type_1_item_type_1
+                        except (TypeError, ValueError, AttributeError, KeyError):
+                            pass
+                        return cast(ChatMessageContentType1ItemType1 | str, data)
+
+                    content_type_1_item = _parse_content_type_1_item(content_type_1_item_data)
 
                     content_type_1.append(content_type_1_item)
 
                 return content_type_1
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(list[ChatMessageContentType1Item] | None | str | Unset, data)
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                content_type_2 = ChatMessageContentType2.from_dict(data)
+
+                return content_type_2
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
+            return cast(
+                ChatMessageContentType2 | list[ChatMessageContentType1ItemType1 | str] | None | str | Unset, data
+            )
 
         content = _parse_content(d.pop("content", UNSET))
-
-        name = d.pop("name", UNSET)
-
-        _tool_calls = d.pop("tool_calls", UNSET)
-        tool_calls: list[ToolCall] | Unset = UNSET
-        if _tool_calls is not UNSET:
-            tool_calls = []
-            for tool_calls_item_data in _tool_calls:
-                tool_calls_item = ToolCall.from_dict(tool_calls_item_data)
-
-                tool_calls.append(tool_calls_item)
-
-        tool_call_id = d.pop("tool_call_id", UNSET)
-
-        def _parse_reasoning(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        reasoning = _parse_reasoning(d.pop("reasoning", UNSET))
 
         chat_message = cls(
             role=role,
             content=content,
-            name=name,
-            tool_calls=tool_calls,
-            tool_call_id=tool_call_id,
-            reasoning=reasoning,
         )
 
         chat_message.additional_properties = d

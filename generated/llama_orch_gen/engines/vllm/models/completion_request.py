@@ -7,34 +7,9 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..models.sampling_extras_truncation_side_type_1 import (
-    SamplingExtrasTruncationSideType1,
-    check_sampling_extras_truncation_side_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_2_type_1 import (
-    SamplingExtrasTruncationSideType2Type1,
-    check_sampling_extras_truncation_side_type_2_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_3_type_1 import (
-    SamplingExtrasTruncationSideType3Type1,
-    check_sampling_extras_truncation_side_type_3_type_1,
-)
 from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
-    from ..models.completion_request_logit_bias_type_0 import (
-        CompletionRequestLogitBiasType0,
-    )
-    from ..models.completion_request_response_format_type_0 import (
-        CompletionRequestResponseFormatType0,
-    )
-    from ..models.sampling_extras_kv_transfer_params_type_0 import (
-        SamplingExtrasKvTransferParamsType0,
-    )
-    from ..models.sampling_extras_structured_outputs_type_0 import (
-        SamplingExtrasStructuredOutputsType0,
-    )
-    from ..models.sampling_extras_vllm_xargs_type_0 import SamplingExtrasVllmXargsType0
     from ..models.stream_options import StreamOptions
 
 
@@ -45,79 +20,36 @@ T = TypeVar("T", bound="CompletionRequest")
 class CompletionRequest:
     """Body of `POST /v1/completions` (vllm/entrypoints/openai/completion/protocol.py)"""
 
-    prompt: list[int] | list[list[int]] | list[str] | None | str
-    """ Prompt: text, texts, token ids, or lists of token ids (required unless prompt_embeds) """
-    use_beam_search: bool | Unset = False
+    prompt: list[int] | list[list[int]] | list[str] | str
+    """ Prompt: a text, texts, token ids, or lists of token ids """
     top_k: int | None | Unset = UNSET
     """ Keep the K most likely tokens; 0 (or -1) = off (default 0) """
     min_p: float | None | Unset = UNSET
     """ Minimum probability relative to the most likely token (default 0) """
     repetition_penalty: float | None | Unset = UNSET
     """ Repetition penalty; 1.0 = off (default 1.0) """
-    length_penalty: float | Unset = 1.0
-    """ Beam-search length penalty """
     stop_token_ids: list[int] | None | Unset = UNSET
-    """ Token ids that stop generation """
+    """ Token ids that stop generation (400 for an id outside the vocabulary) """
     include_stop_str_in_output: bool | Unset = False
     ignore_eos: bool | Unset = False
     """ Keep generating after the end-of-sequence token """
-    min_tokens: int | Unset = 0
-    """ Tokens to generate before EOS or stop strings may end generation """
-    skip_special_tokens: bool | None | Unset = UNSET
+    skip_special_tokens: bool | Unset = UNSET
     """ Drop special tokens from the output text """
     spaces_between_special_tokens: bool | Unset = True
-    truncate_prompt_tokens: int | None | Unset = UNSET
-    """ Keep only the last N prompt tokens; -1 = the model's maximum """
-    truncation_side: (
-        None
-        | SamplingExtrasTruncationSideType1
-        | SamplingExtrasTruncationSideType2Type1
-        | SamplingExtrasTruncationSideType3Type1
-        | Unset
-    ) = UNSET
-    allowed_token_ids: list[int] | None | Unset = UNSET
-    bad_words: list[str] | Unset = UNSET
-    prompt_logprobs: int | None | Unset = UNSET
-    """ Log probabilities per prompt token; -1 = whole vocabulary. Not allowed when streaming """
-    structured_outputs: None | SamplingExtrasStructuredOutputsType0 | Unset = UNSET
-    """ Constrained decoding: one of json, regex, choice, grammar, ... """
-    priority: int | Unset = 0
-    """ Scheduling priority (priority scheduling only); lower runs first """
-    request_id: str | Unset = UNSET
-    """ Request id (random when not given) """
-    return_token_ids: bool | None | Unset = UNSET
-    """ Add `token_ids` to each choice """
-    cache_salt: None | str | Unset = UNSET
-    """ Salt for prefix-cache isolation """
-    kv_transfer_params: None | SamplingExtrasKvTransferParamsType0 | Unset = UNSET
-    vllm_xargs: None | SamplingExtrasVllmXargsType0 | Unset = UNSET
-    """ Extra arguments for custom extensions """
-    thinking_token_budget: int | None | Unset = UNSET
     model: None | str | Unset = UNSET
     """ Served model name; the default model when null """
-    prompt_embeds: list[str] | None | str | Unset = UNSET
-    """ Base64-encoded prompt embeddings (instead of prompt) """
-    echo: bool | None | Unset = False
-    """ Prepend the prompt to the output """
     frequency_penalty: float | None | Unset = UNSET
     """ Frequency penalty (default 0) """
     presence_penalty: float | None | Unset = UNSET
     """ Presence penalty (default 0) """
-    logit_bias: CompletionRequestLogitBiasType0 | None | Unset = UNSET
-    """ Token id (as a string) → bias """
-    logprobs: int | None | Unset = UNSET
-    """ Top log probabilities per output token """
     max_tokens: int | None | Unset = 16
     """ Maximum tokens to generate """
-    n: int | Unset = 1
-    """ Completions per prompt """
     seed: int | None | Unset = UNSET
     """ Sampling seed """
     stop: list[str] | None | str | Unset = UNSET
     """ Stop string or strings """
     stream: bool | None | Unset = False
     stream_options: None | StreamOptions | Unset = UNSET
-    suffix: None | str | Unset = UNSET
     temperature: float | None | Unset = UNSET
     """ Sampling temperature; 0 = greedy (default 1.0) """
     top_p: float | None | Unset = UNSET
@@ -125,32 +57,12 @@ class CompletionRequest:
     user: None | str | Unset = UNSET
     add_special_tokens: bool | Unset = True
     """ Add special tokens (BOS) to the prompt """
-    response_format: CompletionRequestResponseFormatType0 | None | Unset = UNSET
-    """ json_object, json_schema, structural_tag or text """
-    return_tokens_as_token_ids: bool | None | Unset = UNSET
-    stream_interval: int | None | Unset = UNSET
-    """ Tokens per stream chunk """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from ..models.completion_request_logit_bias_type_0 import (
-            CompletionRequestLogitBiasType0,  # noqa: PLC0415
-        )
-        from ..models.completion_request_response_format_type_0 import (
-            CompletionRequestResponseFormatType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
 
-        prompt: list[int] | list[list[int]] | list[str] | None | str
+        prompt: list[int] | list[list[int]] | list[str] | str
         if isinstance(self.prompt, list):
             prompt = self.prompt
 
@@ -166,8 +78,6 @@ class CompletionRequest:
 
         else:
             prompt = self.prompt
-
-        use_beam_search = self.use_beam_search
 
         top_k: int | None | Unset
         if isinstance(self.top_k, Unset):
@@ -187,8 +97,6 @@ class CompletionRequest:
         else:
             repetition_penalty = self.repetition_penalty
 
-        length_penalty = self.length_penalty
-
         stop_token_ids: list[int] | None | Unset
         if isinstance(self.stop_token_ids, Unset):
             stop_token_ids = UNSET
@@ -202,119 +110,15 @@ class CompletionRequest:
 
         ignore_eos = self.ignore_eos
 
-        min_tokens = self.min_tokens
-
-        skip_special_tokens: bool | None | Unset
-        if isinstance(self.skip_special_tokens, Unset):
-            skip_special_tokens = UNSET
-        else:
-            skip_special_tokens = self.skip_special_tokens
+        skip_special_tokens = self.skip_special_tokens
 
         spaces_between_special_tokens = self.spaces_between_special_tokens
-
-        truncate_prompt_tokens: int | None | Unset
-        if isinstance(self.truncate_prompt_tokens, Unset):
-            truncate_prompt_tokens = UNSET
-        else:
-            truncate_prompt_tokens = self.truncate_prompt_tokens
-
-        truncation_side: None | str | Unset
-        if isinstance(self.truncation_side, Unset):
-            truncation_side = UNSET
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        else:
-            truncation_side = self.truncation_side
-
-        allowed_token_ids: list[int] | None | Unset
-        if isinstance(self.allowed_token_ids, Unset):
-            allowed_token_ids = UNSET
-        elif isinstance(self.allowed_token_ids, list):
-            allowed_token_ids = self.allowed_token_ids
-
-        else:
-            allowed_token_ids = self.allowed_token_ids
-
-        bad_words: list[str] | Unset = UNSET
-        if not isinstance(self.bad_words, Unset):
-            bad_words = self.bad_words
-
-        prompt_logprobs: int | None | Unset
-        if isinstance(self.prompt_logprobs, Unset):
-            prompt_logprobs = UNSET
-        else:
-            prompt_logprobs = self.prompt_logprobs
-
-        structured_outputs: dict[str, Any] | None | Unset
-        if isinstance(self.structured_outputs, Unset):
-            structured_outputs = UNSET
-        elif isinstance(self.structured_outputs, SamplingExtrasStructuredOutputsType0):
-            structured_outputs = self.structured_outputs.to_dict()
-        else:
-            structured_outputs = self.structured_outputs
-
-        priority = self.priority
-
-        request_id = self.request_id
-
-        return_token_ids: bool | None | Unset
-        if isinstance(self.return_token_ids, Unset):
-            return_token_ids = UNSET
-        else:
-            return_token_ids = self.return_token_ids
-
-        cache_salt: None | str | Unset
-        if isinstance(self.cache_salt, Unset):
-            cache_salt = UNSET
-        else:
-            cache_salt = self.cache_salt
-
-        kv_transfer_params: dict[str, Any] | None | Unset
-        if isinstance(self.kv_transfer_params, Unset):
-            kv_transfer_params = UNSET
-        elif isinstance(self.kv_transfer_params, SamplingExtrasKvTransferParamsType0):
-            kv_transfer_params = self.kv_transfer_params.to_dict()
-        else:
-            kv_transfer_params = self.kv_transfer_params
-
-        vllm_xargs: dict[str, Any] | None | Unset
-        if isinstance(self.vllm_xargs, Unset):
-            vllm_xargs = UNSET
-        elif isinstance(self.vllm_xargs, SamplingExtrasVllmXargsType0):
-            vllm_xargs = self.vllm_xargs.to_dict()
-        else:
-            vllm_xargs = self.vllm_xargs
-
-        thinking_token_budget: int | None | Unset
-        if isinstance(self.thinking_token_budget, Unset):
-            thinking_token_budget = UNSET
-        else:
-            thinking_token_budget = self.thinking_token_budget
 
         model: None | str | Unset
         if isinstance(self.model, Unset):
             model = UNSET
         else:
             model = self.model
-
-        prompt_embeds: list[str] | None | str | Unset
-        if isinstance(self.prompt_embeds, Unset):
-            prompt_embeds = UNSET
-        elif isinstance(self.prompt_embeds, list):
-            prompt_embeds = self.prompt_embeds
-
-        else:
-            prompt_embeds = self.prompt_embeds
-
-        echo: bool | None | Unset
-        if isinstance(self.echo, Unset):
-            echo = UNSET
-        else:
-            echo = self.echo
 
         frequency_penalty: float | None | Unset
         if isinstance(self.frequency_penalty, Unset):
@@ -328,27 +132,11 @@ class CompletionRequest:
         else:
             presence_penalty = self.presence_penalty
 
-        logit_bias: dict[str, Any] | None | Unset
-        if isinstance(self.logit_bias, Unset):
-            logit_bias = UNSET
-        elif isinstance(self.logit_bias, CompletionRequestLogitBiasType0):
-            logit_bias = self.logit_bias.to_dict()
-        else:
-            logit_bias = self.logit_bias
-
-        logprobs: int | None | Unset
-        if isinstance(self.logprobs, Unset):
-            logprobs = UNSET
-        else:
-            logprobs = self.logprobs
-
         max_tokens: int | None | Unset
         if isinstance(self.max_tokens, Unset):
             max_tokens = UNSET
         else:
             max_tokens = self.max_tokens
-
-        n = self.n
 
         seed: int | None | Unset
         if isinstance(self.seed, Unset):
@@ -379,12 +167,6 @@ class CompletionRequest:
         else:
             stream_options = self.stream_options
 
-        suffix: None | str | Unset
-        if isinstance(self.suffix, Unset):
-            suffix = UNSET
-        else:
-            suffix = self.suffix
-
         temperature: float | None | Unset
         if isinstance(self.temperature, Unset):
             temperature = UNSET
@@ -405,26 +187,6 @@ class CompletionRequest:
 
         add_special_tokens = self.add_special_tokens
 
-        response_format: dict[str, Any] | None | Unset
-        if isinstance(self.response_format, Unset):
-            response_format = UNSET
-        elif isinstance(self.response_format, CompletionRequestResponseFormatType0):
-            response_format = self.response_format.to_dict()
-        else:
-            response_format = self.response_format
-
-        return_tokens_as_token_ids: bool | None | Unset
-        if isinstance(self.return_tokens_as_token_ids, Unset):
-            return_tokens_as_token_ids = UNSET
-        else:
-            return_tokens_as_token_ids = self.return_tokens_as_token_ids
-
-        stream_interval: int | None | Unset
-        if isinstance(self.stream_interval, Unset):
-            stream_interval = UNSET
-        else:
-            stream_interval = self.stream_interval
-
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
@@ -432,72 +194,30 @@ class CompletionRequest:
                 "prompt": prompt,
             }
         )
-        if use_beam_search is not UNSET:
-            field_dict["use_beam_search"] = use_beam_search
         if top_k is not UNSET:
             field_dict["top_k"] = top_k
         if min_p is not UNSET:
             field_dict["min_p"] = min_p
         if repetition_penalty is not UNSET:
             field_dict["repetition_penalty"] = repetition_penalty
-        if length_penalty is not UNSET:
-            field_dict["length_penalty"] = length_penalty
         if stop_token_ids is not UNSET:
             field_dict["stop_token_ids"] = stop_token_ids
         if include_stop_str_in_output is not UNSET:
             field_dict["include_stop_str_in_output"] = include_stop_str_in_output
         if ignore_eos is not UNSET:
             field_dict["ignore_eos"] = ignore_eos
-        if min_tokens is not UNSET:
-            field_dict["min_tokens"] = min_tokens
         if skip_special_tokens is not UNSET:
             field_dict["skip_special_tokens"] = skip_special_tokens
         if spaces_between_special_tokens is not UNSET:
             field_dict["spaces_between_special_tokens"] = spaces_between_special_tokens
-        if truncate_prompt_tokens is not UNSET:
-            field_dict["truncate_prompt_tokens"] = truncate_prompt_tokens
-        if truncation_side is not UNSET:
-            field_dict["truncation_side"] = truncation_side
-        if allowed_token_ids is not UNSET:
-            field_dict["allowed_token_ids"] = allowed_token_ids
-        if bad_words is not UNSET:
-            field_dict["bad_words"] = bad_words
-        if prompt_logprobs is not UNSET:
-            field_dict["prompt_logprobs"] = prompt_logprobs
-        if structured_outputs is not UNSET:
-            field_dict["structured_outputs"] = structured_outputs
-        if priority is not UNSET:
-            field_dict["priority"] = priority
-        if request_id is not UNSET:
-            field_dict["request_id"] = request_id
-        if return_token_ids is not UNSET:
-            field_dict["return_token_ids"] = return_token_ids
-        if cache_salt is not UNSET:
-            field_dict["cache_salt"] = cache_salt
-        if kv_transfer_params is not UNSET:
-            field_dict["kv_transfer_params"] = kv_transfer_params
-        if vllm_xargs is not UNSET:
-            field_dict["vllm_xargs"] = vllm_xargs
-        if thinking_token_budget is not UNSET:
-            field_dict["thinking_token_budget"] = thinking_token_budget
         if model is not UNSET:
             field_dict["model"] = model
-        if prompt_embeds is not UNSET:
-            field_dict["prompt_embeds"] = prompt_embeds
-        if echo is not UNSET:
-            field_dict["echo"] = echo
         if frequency_penalty is not UNSET:
             field_dict["frequency_penalty"] = frequency_penalty
         if presence_penalty is not UNSET:
             field_dict["presence_penalty"] = presence_penalty
-        if logit_bias is not UNSET:
-            field_dict["logit_bias"] = logit_bias
-        if logprobs is not UNSET:
-            field_dict["logprobs"] = logprobs
         if max_tokens is not UNSET:
             field_dict["max_tokens"] = max_tokens
-        if n is not UNSET:
-            field_dict["n"] = n
         if seed is not UNSET:
             field_dict["seed"] = seed
         if stop is not UNSET:
@@ -506,8 +226,6 @@ class CompletionRequest:
             field_dict["stream"] = stream
         if stream_options is not UNSET:
             field_dict["stream_options"] = stream_options
-        if suffix is not UNSET:
-            field_dict["suffix"] = suffix
         if temperature is not UNSET:
             field_dict["temperature"] = temperature
         if top_p is not UNSET:
@@ -516,39 +234,16 @@ class CompletionRequest:
             field_dict["user"] = user
         if add_special_tokens is not UNSET:
             field_dict["add_special_tokens"] = add_special_tokens
-        if response_format is not UNSET:
-            field_dict["response_format"] = response_format
-        if return_tokens_as_token_ids is not UNSET:
-            field_dict["return_tokens_as_token_ids"] = return_tokens_as_token_ids
-        if stream_interval is not UNSET:
-            field_dict["stream_interval"] = stream_interval
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.completion_request_logit_bias_type_0 import (
-            CompletionRequestLogitBiasType0,  # noqa: PLC0415
-        )
-        from ..models.completion_request_response_format_type_0 import (
-            CompletionRequestResponseFormatType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
         from ..models.stream_options import StreamOptions  # noqa: PLC0415
 
         d = dict(src_dict)
 
-        def _parse_prompt(data: object) -> list[int] | list[list[int]] | list[str] | None | str:
-            if data is None:
-                return data
+        def _parse_prompt(data: object) -> list[int] | list[list[int]] | list[str] | str:
             try:
                 if not isinstance(data, list):
                     raise TypeError()
@@ -578,11 +273,9 @@ class CompletionRequest:
                 return prompt_type_3
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
-            return cast(list[int] | list[list[int]] | list[str] | None | str, data)
+            return cast(list[int] | list[list[int]] | list[str] | str, data)
 
         prompt = _parse_prompt(d.pop("prompt"))
-
-        use_beam_search = d.pop("use_beam_search", UNSET)
 
         def _parse_top_k(data: object) -> int | None | Unset:
             if data is None:
@@ -611,8 +304,6 @@ class CompletionRequest:
 
         repetition_penalty = _parse_repetition_penalty(d.pop("repetition_penalty", UNSET))
 
-        length_penalty = d.pop("length_penalty", UNSET)
-
         def _parse_stop_token_ids(data: object) -> list[int] | None | Unset:
             if data is None:
                 return data
@@ -634,185 +325,9 @@ class CompletionRequest:
 
         ignore_eos = d.pop("ignore_eos", UNSET)
 
-        min_tokens = d.pop("min_tokens", UNSET)
-
-        def _parse_skip_special_tokens(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        skip_special_tokens = _parse_skip_special_tokens(d.pop("skip_special_tokens", UNSET))
+        skip_special_tokens = d.pop("skip_special_tokens", UNSET)
 
         spaces_between_special_tokens = d.pop("spaces_between_special_tokens", UNSET)
-
-        def _parse_truncate_prompt_tokens(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        truncate_prompt_tokens = _parse_truncate_prompt_tokens(d.pop("truncate_prompt_tokens", UNSET))
-
-        def _parse_truncation_side(
-            data: object,
-        ) -> (
-            None
-            | SamplingExtrasTruncationSideType1
-            | SamplingExtrasTruncationSideType2Type1
-            | SamplingExtrasTruncationSideType3Type1
-            | Unset
-        ):
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_1 = check_sampling_extras_truncation_side_type_1(data)
-
-                return truncation_side_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_2_type_1 = check_sampling_extras_truncation_side_type_2_type_1(data)
-
-                return truncation_side_type_2_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_3_type_1 = check_sampling_extras_truncation_side_type_3_type_1(data)
-
-                return truncation_side_type_3_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(
-                None
-                | SamplingExtrasTruncationSideType1
-                | SamplingExtrasTruncationSideType2Type1
-                | SamplingExtrasTruncationSideType3Type1
-                | Unset,
-                data,
-            )
-
-        truncation_side = _parse_truncation_side(d.pop("truncation_side", UNSET))
-
-        def _parse_allowed_token_ids(data: object) -> list[int] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                allowed_token_ids_type_0 = cast(list[int], data)
-
-                return allowed_token_ids_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[int] | None | Unset, data)
-
-        allowed_token_ids = _parse_allowed_token_ids(d.pop("allowed_token_ids", UNSET))
-
-        bad_words = cast(list[str], d.pop("bad_words", UNSET))
-
-        def _parse_prompt_logprobs(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        prompt_logprobs = _parse_prompt_logprobs(d.pop("prompt_logprobs", UNSET))
-
-        def _parse_structured_outputs(data: object) -> None | SamplingExtrasStructuredOutputsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                structured_outputs_type_0 = SamplingExtrasStructuredOutputsType0.from_dict(data)
-
-                return structured_outputs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasStructuredOutputsType0 | Unset, data)
-
-        structured_outputs = _parse_structured_outputs(d.pop("structured_outputs", UNSET))
-
-        priority = d.pop("priority", UNSET)
-
-        request_id = d.pop("request_id", UNSET)
-
-        def _parse_return_token_ids(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        return_token_ids = _parse_return_token_ids(d.pop("return_token_ids", UNSET))
-
-        def _parse_cache_salt(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        cache_salt = _parse_cache_salt(d.pop("cache_salt", UNSET))
-
-        def _parse_kv_transfer_params(data: object) -> None | SamplingExtrasKvTransferParamsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                kv_transfer_params_type_0 = SamplingExtrasKvTransferParamsType0.from_dict(data)
-
-                return kv_transfer_params_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasKvTransferParamsType0 | Unset, data)
-
-        kv_transfer_params = _parse_kv_transfer_params(d.pop("kv_transfer_params", UNSET))
-
-        def _parse_vllm_xargs(data: object) -> None | SamplingExtrasVllmXargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                vllm_xargs_type_0 = SamplingExtrasVllmXargsType0.from_dict(data)
-
-                return vllm_xargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasVllmXargsType0 | Unset, data)
-
-        vllm_xargs = _parse_vllm_xargs(d.pop("vllm_xargs", UNSET))
-
-        def _parse_thinking_token_budget(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        thinking_token_budget = _parse_thinking_token_budget(d.pop("thinking_token_budget", UNSET))
 
         def _parse_model(data: object) -> None | str | Unset:
             if data is None:
@@ -822,32 +337,6 @@ class CompletionRequest:
             return cast(None | str | Unset, data)
 
         model = _parse_model(d.pop("model", UNSET))
-
-        def _parse_prompt_embeds(data: object) -> list[str] | None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                prompt_embeds_type_1 = cast(list[str], data)
-
-                return prompt_embeds_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[str] | None | str | Unset, data)
-
-        prompt_embeds = _parse_prompt_embeds(d.pop("prompt_embeds", UNSET))
-
-        def _parse_echo(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        echo = _parse_echo(d.pop("echo", UNSET))
 
         def _parse_frequency_penalty(data: object) -> float | None | Unset:
             if data is None:
@@ -867,32 +356,6 @@ class CompletionRequest:
 
         presence_penalty = _parse_presence_penalty(d.pop("presence_penalty", UNSET))
 
-        def _parse_logit_bias(data: object) -> CompletionRequestLogitBiasType0 | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                logit_bias_type_0 = CompletionRequestLogitBiasType0.from_dict(data)
-
-                return logit_bias_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(CompletionRequestLogitBiasType0 | None | Unset, data)
-
-        logit_bias = _parse_logit_bias(d.pop("logit_bias", UNSET))
-
-        def _parse_logprobs(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        logprobs = _parse_logprobs(d.pop("logprobs", UNSET))
-
         def _parse_max_tokens(data: object) -> int | None | Unset:
             if data is None:
                 return data
@@ -901,8 +364,6 @@ class CompletionRequest:
             return cast(int | None | Unset, data)
 
         max_tokens = _parse_max_tokens(d.pop("max_tokens", UNSET))
-
-        n = d.pop("n", UNSET)
 
         def _parse_seed(data: object) -> int | None | Unset:
             if data is None:
@@ -956,15 +417,6 @@ class CompletionRequest:
 
         stream_options = _parse_stream_options(d.pop("stream_options", UNSET))
 
-        def _parse_suffix(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        suffix = _parse_suffix(d.pop("suffix", UNSET))
-
         def _parse_temperature(data: object) -> float | None | Unset:
             if data is None:
                 return data
@@ -994,88 +446,28 @@ class CompletionRequest:
 
         add_special_tokens = d.pop("add_special_tokens", UNSET)
 
-        def _parse_response_format(data: object) -> CompletionRequestResponseFormatType0 | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                response_format_type_0 = CompletionRequestResponseFormatType0.from_dict(data)
-
-                return response_format_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(CompletionRequestResponseFormatType0 | None | Unset, data)
-
-        response_format = _parse_response_format(d.pop("response_format", UNSET))
-
-        def _parse_return_tokens_as_token_ids(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        return_tokens_as_token_ids = _parse_return_tokens_as_token_ids(d.pop("return_tokens_as_token_ids", UNSET))
-
-        def _parse_stream_interval(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        stream_interval = _parse_stream_interval(d.pop("stream_interval", UNSET))
-
         completion_request = cls(
             prompt=prompt,
-            use_beam_search=use_beam_search,
             top_k=top_k,
             min_p=min_p,
             repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
             stop_token_ids=stop_token_ids,
             include_stop_str_in_output=include_stop_str_in_output,
             ignore_eos=ignore_eos,
-            min_tokens=min_tokens,
             skip_special_tokens=skip_special_tokens,
             spaces_between_special_tokens=spaces_between_special_tokens,
-            truncate_prompt_tokens=truncate_prompt_tokens,
-            truncation_side=truncation_side,
-            allowed_token_ids=allowed_token_ids,
-            bad_words=bad_words,
-            prompt_logprobs=prompt_logprobs,
-            structured_outputs=structured_outputs,
-            priority=priority,
-            request_id=request_id,
-            return_token_ids=return_token_ids,
-            cache_salt=cache_salt,
-            kv_transfer_params=kv_transfer_params,
-            vllm_xargs=vllm_xargs,
-            thinking_token_budget=thinking_token_budget,
             model=model,
-            prompt_embeds=prompt_embeds,
-            echo=echo,
             frequency_penalty=frequency_penalty,
             presence_penalty=presence_penalty,
-            logit_bias=logit_bias,
-            logprobs=logprobs,
             max_tokens=max_tokens,
-            n=n,
             seed=seed,
             stop=stop,
             stream=stream,
             stream_options=stream_options,
-            suffix=suffix,
             temperature=temperature,
             top_p=top_p,
             user=user,
             add_special_tokens=add_special_tokens,
-            response_format=response_format,
-            return_tokens_as_token_ids=return_tokens_as_token_ids,
-            stream_interval=stream_interval,
         )
 
         completion_request.additional_properties = d

@@ -2,106 +2,44 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, TypeVar, cast
 
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..models.sampling_extras_truncation_side_type_1 import (
-    SamplingExtrasTruncationSideType1,
-    check_sampling_extras_truncation_side_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_2_type_1 import (
-    SamplingExtrasTruncationSideType2Type1,
-    check_sampling_extras_truncation_side_type_2_type_1,
-)
-from ..models.sampling_extras_truncation_side_type_3_type_1 import (
-    SamplingExtrasTruncationSideType3Type1,
-    check_sampling_extras_truncation_side_type_3_type_1,
-)
 from ..types import UNSET, Unset
-
-if TYPE_CHECKING:
-    from ..models.sampling_extras_kv_transfer_params_type_0 import (
-        SamplingExtrasKvTransferParamsType0,
-    )
-    from ..models.sampling_extras_structured_outputs_type_0 import (
-        SamplingExtrasStructuredOutputsType0,
-    )
-    from ..models.sampling_extras_vllm_xargs_type_0 import SamplingExtrasVllmXargsType0
-
 
 T = TypeVar("T", bound="SamplingExtras")
 
 
 @_attrs_define
 class SamplingExtras:
-    """vLLM sampling and request extras shared by /v1/completions and /v1/chat/completions. A null sampling field falls
-    back to the model's generation_config, then to the built-in default.
+    """vLLM sampling extras shared by /v1/completions and /v1/chat/completions. A null sampling field falls back to the
+    model's generation_config, then to the built-in default. This spec declares the extras llama-orch and its users
+    send; vLLM has more (beam search, structured outputs, priority, logprob and truncation controls, kv-transfer and
+    extension arguments), which it reads from the same body and which are left out here: several of them depend on how
+    the server was started (`--max-logprobs`, the scheduling policy, the model's vocabulary), so no engine-independent
+    schema is exact for them.
 
     """
 
-    use_beam_search: bool | Unset = False
     top_k: int | None | Unset = UNSET
     """ Keep the K most likely tokens; 0 (or -1) = off (default 0) """
     min_p: float | None | Unset = UNSET
     """ Minimum probability relative to the most likely token (default 0) """
     repetition_penalty: float | None | Unset = UNSET
     """ Repetition penalty; 1.0 = off (default 1.0) """
-    length_penalty: float | Unset = 1.0
-    """ Beam-search length penalty """
     stop_token_ids: list[int] | None | Unset = UNSET
-    """ Token ids that stop generation """
+    """ Token ids that stop generation (400 for an id outside the vocabulary) """
     include_stop_str_in_output: bool | Unset = False
     ignore_eos: bool | Unset = False
     """ Keep generating after the end-of-sequence token """
-    min_tokens: int | Unset = 0
-    """ Tokens to generate before EOS or stop strings may end generation """
-    skip_special_tokens: bool | None | Unset = UNSET
+    skip_special_tokens: bool | Unset = UNSET
     """ Drop special tokens from the output text """
     spaces_between_special_tokens: bool | Unset = True
-    truncate_prompt_tokens: int | None | Unset = UNSET
-    """ Keep only the last N prompt tokens; -1 = the model's maximum """
-    truncation_side: (
-        None
-        | SamplingExtrasTruncationSideType1
-        | SamplingExtrasTruncationSideType2Type1
-        | SamplingExtrasTruncationSideType3Type1
-        | Unset
-    ) = UNSET
-    allowed_token_ids: list[int] | None | Unset = UNSET
-    bad_words: list[str] | Unset = UNSET
-    prompt_logprobs: int | None | Unset = UNSET
-    """ Log probabilities per prompt token; -1 = whole vocabulary. Not allowed when streaming """
-    structured_outputs: None | SamplingExtrasStructuredOutputsType0 | Unset = UNSET
-    """ Constrained decoding: one of json, regex, choice, grammar, ... """
-    priority: int | Unset = 0
-    """ Scheduling priority (priority scheduling only); lower runs first """
-    request_id: str | Unset = UNSET
-    """ Request id (random when not given) """
-    return_token_ids: bool | None | Unset = UNSET
-    """ Add `token_ids` to each choice """
-    cache_salt: None | str | Unset = UNSET
-    """ Salt for prefix-cache isolation """
-    kv_transfer_params: None | SamplingExtrasKvTransferParamsType0 | Unset = UNSET
-    vllm_xargs: None | SamplingExtrasVllmXargsType0 | Unset = UNSET
-    """ Extra arguments for custom extensions """
-    thinking_token_budget: int | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
-
-        use_beam_search = self.use_beam_search
-
         top_k: int | None | Unset
         if isinstance(self.top_k, Unset):
             top_k = UNSET
@@ -120,8 +58,6 @@ class SamplingExtras:
         else:
             repetition_penalty = self.repetition_penalty
 
-        length_penalty = self.length_penalty
-
         stop_token_ids: list[int] | None | Unset
         if isinstance(self.stop_token_ids, Unset):
             stop_token_ids = UNSET
@@ -135,167 +71,35 @@ class SamplingExtras:
 
         ignore_eos = self.ignore_eos
 
-        min_tokens = self.min_tokens
-
-        skip_special_tokens: bool | None | Unset
-        if isinstance(self.skip_special_tokens, Unset):
-            skip_special_tokens = UNSET
-        else:
-            skip_special_tokens = self.skip_special_tokens
+        skip_special_tokens = self.skip_special_tokens
 
         spaces_between_special_tokens = self.spaces_between_special_tokens
-
-        truncate_prompt_tokens: int | None | Unset
-        if isinstance(self.truncate_prompt_tokens, Unset):
-            truncate_prompt_tokens = UNSET
-        else:
-            truncate_prompt_tokens = self.truncate_prompt_tokens
-
-        truncation_side: None | str | Unset
-        if isinstance(self.truncation_side, Unset):
-            truncation_side = UNSET
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        elif isinstance(self.truncation_side, str):
-            truncation_side = self.truncation_side
-        else:
-            truncation_side = self.truncation_side
-
-        allowed_token_ids: list[int] | None | Unset
-        if isinstance(self.allowed_token_ids, Unset):
-            allowed_token_ids = UNSET
-        elif isinstance(self.allowed_token_ids, list):
-            allowed_token_ids = self.allowed_token_ids
-
-        else:
-            allowed_token_ids = self.allowed_token_ids
-
-        bad_words: list[str] | Unset = UNSET
-        if not isinstance(self.bad_words, Unset):
-            bad_words = self.bad_words
-
-        prompt_logprobs: int | None | Unset
-        if isinstance(self.prompt_logprobs, Unset):
-            prompt_logprobs = UNSET
-        else:
-            prompt_logprobs = self.prompt_logprobs
-
-        structured_outputs: dict[str, Any] | None | Unset
-        if isinstance(self.structured_outputs, Unset):
-            structured_outputs = UNSET
-        elif isinstance(self.structured_outputs, SamplingExtrasStructuredOutputsType0):
-            structured_outputs = self.structured_outputs.to_dict()
-        else:
-            structured_outputs = self.structured_outputs
-
-        priority = self.priority
-
-        request_id = self.request_id
-
-        return_token_ids: bool | None | Unset
-        if isinstance(self.return_token_ids, Unset):
-            return_token_ids = UNSET
-        else:
-            return_token_ids = self.return_token_ids
-
-        cache_salt: None | str | Unset
-        if isinstance(self.cache_salt, Unset):
-            cache_salt = UNSET
-        else:
-            cache_salt = self.cache_salt
-
-        kv_transfer_params: dict[str, Any] | None | Unset
-        if isinstance(self.kv_transfer_params, Unset):
-            kv_transfer_params = UNSET
-        elif isinstance(self.kv_transfer_params, SamplingExtrasKvTransferParamsType0):
-            kv_transfer_params = self.kv_transfer_params.to_dict()
-        else:
-            kv_transfer_params = self.kv_transfer_params
-
-        vllm_xargs: dict[str, Any] | None | Unset
-        if isinstance(self.vllm_xargs, Unset):
-            vllm_xargs = UNSET
-        elif isinstance(self.vllm_xargs, SamplingExtrasVllmXargsType0):
-            vllm_xargs = self.vllm_xargs.to_dict()
-        else:
-            vllm_xargs = self.vllm_xargs
-
-        thinking_token_budget: int | None | Unset
-        if isinstance(self.thinking_token_budget, Unset):
-            thinking_token_budget = UNSET
-        else:
-            thinking_token_budget = self.thinking_token_budget
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update({})
-        if use_beam_search is not UNSET:
-            field_dict["use_beam_search"] = use_beam_search
         if top_k is not UNSET:
             field_dict["top_k"] = top_k
         if min_p is not UNSET:
             field_dict["min_p"] = min_p
         if repetition_penalty is not UNSET:
             field_dict["repetition_penalty"] = repetition_penalty
-        if length_penalty is not UNSET:
-            field_dict["length_penalty"] = length_penalty
         if stop_token_ids is not UNSET:
             field_dict["stop_token_ids"] = stop_token_ids
         if include_stop_str_in_output is not UNSET:
             field_dict["include_stop_str_in_output"] = include_stop_str_in_output
         if ignore_eos is not UNSET:
             field_dict["ignore_eos"] = ignore_eos
-        if min_tokens is not UNSET:
-            field_dict["min_tokens"] = min_tokens
         if skip_special_tokens is not UNSET:
             field_dict["skip_special_tokens"] = skip_special_tokens
         if spaces_between_special_tokens is not UNSET:
             field_dict["spaces_between_special_tokens"] = spaces_between_special_tokens
-        if truncate_prompt_tokens is not UNSET:
-            field_dict["truncate_prompt_tokens"] = truncate_prompt_tokens
-        if truncation_side is not UNSET:
-            field_dict["truncation_side"] = truncation_side
-        if allowed_token_ids is not UNSET:
-            field_dict["allowed_token_ids"] = allowed_token_ids
-        if bad_words is not UNSET:
-            field_dict["bad_words"] = bad_words
-        if prompt_logprobs is not UNSET:
-            field_dict["prompt_logprobs"] = prompt_logprobs
-        if structured_outputs is not UNSET:
-            field_dict["structured_outputs"] = structured_outputs
-        if priority is not UNSET:
-            field_dict["priority"] = priority
-        if request_id is not UNSET:
-            field_dict["request_id"] = request_id
-        if return_token_ids is not UNSET:
-            field_dict["return_token_ids"] = return_token_ids
-        if cache_salt is not UNSET:
-            field_dict["cache_salt"] = cache_salt
-        if kv_transfer_params is not UNSET:
-            field_dict["kv_transfer_params"] = kv_transfer_params
-        if vllm_xargs is not UNSET:
-            field_dict["vllm_xargs"] = vllm_xargs
-        if thinking_token_budget is not UNSET:
-            field_dict["thinking_token_budget"] = thinking_token_budget
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.sampling_extras_kv_transfer_params_type_0 import (
-            SamplingExtrasKvTransferParamsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_structured_outputs_type_0 import (
-            SamplingExtrasStructuredOutputsType0,  # noqa: PLC0415
-        )
-        from ..models.sampling_extras_vllm_xargs_type_0 import (
-            SamplingExtrasVllmXargsType0,  # noqa: PLC0415
-        )
-
         d = dict(src_dict)
-        use_beam_search = d.pop("use_beam_search", UNSET)
 
         def _parse_top_k(data: object) -> int | None | Unset:
             if data is None:
@@ -324,8 +128,6 @@ class SamplingExtras:
 
         repetition_penalty = _parse_repetition_penalty(d.pop("repetition_penalty", UNSET))
 
-        length_penalty = d.pop("length_penalty", UNSET)
-
         def _parse_stop_token_ids(data: object) -> list[int] | None | Unset:
             if data is None:
                 return data
@@ -347,211 +149,19 @@ class SamplingExtras:
 
         ignore_eos = d.pop("ignore_eos", UNSET)
 
-        min_tokens = d.pop("min_tokens", UNSET)
-
-        def _parse_skip_special_tokens(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        skip_special_tokens = _parse_skip_special_tokens(d.pop("skip_special_tokens", UNSET))
+        skip_special_tokens = d.pop("skip_special_tokens", UNSET)
 
         spaces_between_special_tokens = d.pop("spaces_between_special_tokens", UNSET)
 
-        def _parse_truncate_prompt_tokens(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        truncate_prompt_tokens = _parse_truncate_prompt_tokens(d.pop("truncate_prompt_tokens", UNSET))
-
-        def _parse_truncation_side(
-            data: object,
-        ) -> (
-            None
-            | SamplingExtrasTruncationSideType1
-            | SamplingExtrasTruncationSideType2Type1
-            | SamplingExtrasTruncationSideType3Type1
-            | Unset
-        ):
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_1 = check_sampling_extras_truncation_side_type_1(data)
-
-                return truncation_side_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_2_type_1 = check_sampling_extras_truncation_side_type_2_type_1(data)
-
-                return truncation_side_type_2_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            try:
-                if not isinstance(data, str):
-                    raise TypeError()
-                truncation_side_type_3_type_1 = check_sampling_extras_truncation_side_type_3_type_1(data)
-
-                return truncation_side_type_3_type_1
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(
-                None
-                | SamplingExtrasTruncationSideType1
-                | SamplingExtrasTruncationSideType2Type1
-                | SamplingExtrasTruncationSideType3Type1
-                | Unset,
-                data,
-            )
-
-        truncation_side = _parse_truncation_side(d.pop("truncation_side", UNSET))
-
-        def _parse_allowed_token_ids(data: object) -> list[int] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                allowed_token_ids_type_0 = cast(list[int], data)
-
-                return allowed_token_ids_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[int] | None | Unset, data)
-
-        allowed_token_ids = _parse_allowed_token_ids(d.pop("allowed_token_ids", UNSET))
-
-        bad_words = cast(list[str], d.pop("bad_words", UNSET))
-
-        def _parse_prompt_logprobs(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        prompt_logprobs = _parse_prompt_logprobs(d.pop("prompt_logprobs", UNSET))
-
-        def _parse_structured_outputs(data: object) -> None | SamplingExtrasStructuredOutputsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                structured_outputs_type_0 = SamplingExtrasStructuredOutputsType0.from_dict(data)
-
-                return structured_outputs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasStructuredOutputsType0 | Unset, data)
-
-        structured_outputs = _parse_structured_outputs(d.pop("structured_outputs", UNSET))
-
-        priority = d.pop("priority", UNSET)
-
-        request_id = d.pop("request_id", UNSET)
-
-        def _parse_return_token_ids(data: object) -> bool | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(bool | None | Unset, data)
-
-        return_token_ids = _parse_return_token_ids(d.pop("return_token_ids", UNSET))
-
-        def _parse_cache_salt(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        cache_salt = _parse_cache_salt(d.pop("cache_salt", UNSET))
-
-        def _parse_kv_transfer_params(data: object) -> None | SamplingExtrasKvTransferParamsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                kv_transfer_params_type_0 = SamplingExtrasKvTransferParamsType0.from_dict(data)
-
-                return kv_transfer_params_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasKvTransferParamsType0 | Unset, data)
-
-        kv_transfer_params = _parse_kv_transfer_params(d.pop("kv_transfer_params", UNSET))
-
-        def _parse_vllm_xargs(data: object) -> None | SamplingExtrasVllmXargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                vllm_xargs_type_0 = SamplingExtrasVllmXargsType0.from_dict(data)
-
-                return vllm_xargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | SamplingExtrasVllmXargsType0 | Unset, data)
-
-        vllm_xargs = _parse_vllm_xargs(d.pop("vllm_xargs", UNSET))
-
-        def _parse_thinking_token_budget(data: object) -> int | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(int | None | Unset, data)
-
-        thinking_token_budget = _parse_thinking_token_budget(d.pop("thinking_token_budget", UNSET))
-
         sampling_extras = cls(
-            use_beam_search=use_beam_search,
             top_k=top_k,
             min_p=min_p,
             repetition_penalty=repetition_penalty,
-            length_penalty=length_penalty,
             stop_token_ids=stop_token_ids,
             include_stop_str_in_output=include_stop_str_in_output,
             ignore_eos=ignore_eos,
-            min_tokens=min_tokens,
             skip_special_tokens=skip_special_tokens,
             spaces_between_special_tokens=spaces_between_special_tokens,
-            truncate_prompt_tokens=truncate_prompt_tokens,
-            truncation_side=truncation_side,
-            allowed_token_ids=allowed_token_ids,
-            bad_words=bad_words,
-            prompt_logprobs=prompt_logprobs,
-            structured_outputs=structured_outputs,
-            priority=priority,
-            request_id=request_id,
-            return_token_ids=return_token_ids,
-            cache_salt=cache_salt,
-            kv_transfer_params=kv_transfer_params,
-            vllm_xargs=vllm_xargs,
-            thinking_token_budget=thinking_token_budget,
         )
 
         sampling_extras.additional_properties = d

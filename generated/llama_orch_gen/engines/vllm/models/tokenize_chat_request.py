@@ -11,18 +11,6 @@ from ..types import UNSET, Unset
 
 if TYPE_CHECKING:
     from ..models.chat_message import ChatMessage
-    from ..models.tokenize_chat_request_chat_template_kwargs_type_0 import (
-        TokenizeChatRequestChatTemplateKwargsType0,
-    )
-    from ..models.tokenize_chat_request_media_io_kwargs_type_0 import (
-        TokenizeChatRequestMediaIoKwargsType0,
-    )
-    from ..models.tokenize_chat_request_mm_processor_kwargs_type_0 import (
-        TokenizeChatRequestMmProcessorKwargsType0,
-    )
-    from ..models.tokenize_chat_request_tools_type_0_item import (
-        TokenizeChatRequestToolsType0Item,
-    )
 
 
 T = TypeVar("T", bound="TokenizeChatRequest")
@@ -35,27 +23,11 @@ class TokenizeChatRequest:
     messages: list[ChatMessage]
     model: None | str | Unset = UNSET
     add_generation_prompt: bool | Unset = True
-    continue_final_message: bool | Unset = False
     add_special_tokens: bool | Unset = False
     return_token_strs: bool | None | Unset = False
-    chat_template: None | str | Unset = UNSET
-    chat_template_kwargs: None | TokenizeChatRequestChatTemplateKwargsType0 | Unset = UNSET
-    mm_processor_kwargs: None | TokenizeChatRequestMmProcessorKwargsType0 | Unset = UNSET
-    media_io_kwargs: None | TokenizeChatRequestMediaIoKwargsType0 | Unset = UNSET
-    tools: list[TokenizeChatRequestToolsType0Item] | None | Unset = UNSET
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        from ..models.tokenize_chat_request_chat_template_kwargs_type_0 import (
-            TokenizeChatRequestChatTemplateKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.tokenize_chat_request_media_io_kwargs_type_0 import (
-            TokenizeChatRequestMediaIoKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.tokenize_chat_request_mm_processor_kwargs_type_0 import (
-            TokenizeChatRequestMmProcessorKwargsType0,  # noqa: PLC0415
-        )
-
         messages = []
         for messages_item_data in self.messages:
             messages_item = messages_item_data.to_dict()
@@ -69,8 +41,6 @@ class TokenizeChatRequest:
 
         add_generation_prompt = self.add_generation_prompt
 
-        continue_final_message = self.continue_final_message
-
         add_special_tokens = self.add_special_tokens
 
         return_token_strs: bool | None | Unset
@@ -78,48 +48,6 @@ class TokenizeChatRequest:
             return_token_strs = UNSET
         else:
             return_token_strs = self.return_token_strs
-
-        chat_template: None | str | Unset
-        if isinstance(self.chat_template, Unset):
-            chat_template = UNSET
-        else:
-            chat_template = self.chat_template
-
-        chat_template_kwargs: dict[str, Any] | None | Unset
-        if isinstance(self.chat_template_kwargs, Unset):
-            chat_template_kwargs = UNSET
-        elif isinstance(self.chat_template_kwargs, TokenizeChatRequestChatTemplateKwargsType0):
-            chat_template_kwargs = self.chat_template_kwargs.to_dict()
-        else:
-            chat_template_kwargs = self.chat_template_kwargs
-
-        mm_processor_kwargs: dict[str, Any] | None | Unset
-        if isinstance(self.mm_processor_kwargs, Unset):
-            mm_processor_kwargs = UNSET
-        elif isinstance(self.mm_processor_kwargs, TokenizeChatRequestMmProcessorKwargsType0):
-            mm_processor_kwargs = self.mm_processor_kwargs.to_dict()
-        else:
-            mm_processor_kwargs = self.mm_processor_kwargs
-
-        media_io_kwargs: dict[str, Any] | None | Unset
-        if isinstance(self.media_io_kwargs, Unset):
-            media_io_kwargs = UNSET
-        elif isinstance(self.media_io_kwargs, TokenizeChatRequestMediaIoKwargsType0):
-            media_io_kwargs = self.media_io_kwargs.to_dict()
-        else:
-            media_io_kwargs = self.media_io_kwargs
-
-        tools: list[dict[str, Any]] | None | Unset
-        if isinstance(self.tools, Unset):
-            tools = UNSET
-        elif isinstance(self.tools, list):
-            tools = []
-            for tools_type_0_item_data in self.tools:
-                tools_type_0_item = tools_type_0_item_data.to_dict()
-                tools.append(tools_type_0_item)
-
-        else:
-            tools = self.tools
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -132,40 +60,16 @@ class TokenizeChatRequest:
             field_dict["model"] = model
         if add_generation_prompt is not UNSET:
             field_dict["add_generation_prompt"] = add_generation_prompt
-        if continue_final_message is not UNSET:
-            field_dict["continue_final_message"] = continue_final_message
         if add_special_tokens is not UNSET:
             field_dict["add_special_tokens"] = add_special_tokens
         if return_token_strs is not UNSET:
             field_dict["return_token_strs"] = return_token_strs
-        if chat_template is not UNSET:
-            field_dict["chat_template"] = chat_template
-        if chat_template_kwargs is not UNSET:
-            field_dict["chat_template_kwargs"] = chat_template_kwargs
-        if mm_processor_kwargs is not UNSET:
-            field_dict["mm_processor_kwargs"] = mm_processor_kwargs
-        if media_io_kwargs is not UNSET:
-            field_dict["media_io_kwargs"] = media_io_kwargs
-        if tools is not UNSET:
-            field_dict["tools"] = tools
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         from ..models.chat_message import ChatMessage  # noqa: PLC0415
-        from ..models.tokenize_chat_request_chat_template_kwargs_type_0 import (
-            TokenizeChatRequestChatTemplateKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.tokenize_chat_request_media_io_kwargs_type_0 import (
-            TokenizeChatRequestMediaIoKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.tokenize_chat_request_mm_processor_kwargs_type_0 import (
-            TokenizeChatRequestMmProcessorKwargsType0,  # noqa: PLC0415
-        )
-        from ..models.tokenize_chat_request_tools_type_0_item import (
-            TokenizeChatRequestToolsType0Item,  # noqa: PLC0415
-        )
 
         d = dict(src_dict)
         messages = []
@@ -186,8 +90,6 @@ class TokenizeChatRequest:
 
         add_generation_prompt = d.pop("add_generation_prompt", UNSET)
 
-        continue_final_message = d.pop("continue_final_message", UNSET)
-
         add_special_tokens = d.pop("add_special_tokens", UNSET)
 
         def _parse_return_token_strs(data: object) -> bool | None | Unset:
@@ -199,100 +101,12 @@ class TokenizeChatRequest:
 
         return_token_strs = _parse_return_token_strs(d.pop("return_token_strs", UNSET))
 
-        def _parse_chat_template(data: object) -> None | str | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            return cast(None | str | Unset, data)
-
-        chat_template = _parse_chat_template(d.pop("chat_template", UNSET))
-
-        def _parse_chat_template_kwargs(data: object) -> None | TokenizeChatRequestChatTemplateKwargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                chat_template_kwargs_type_0 = TokenizeChatRequestChatTemplateKwargsType0.from_dict(data)
-
-                return chat_template_kwargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | TokenizeChatRequestChatTemplateKwargsType0 | Unset, data)
-
-        chat_template_kwargs = _parse_chat_template_kwargs(d.pop("chat_template_kwargs", UNSET))
-
-        def _parse_mm_processor_kwargs(data: object) -> None | TokenizeChatRequestMmProcessorKwargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                mm_processor_kwargs_type_0 = TokenizeChatRequestMmProcessorKwargsType0.from_dict(data)
-
-                return mm_processor_kwargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | TokenizeChatRequestMmProcessorKwargsType0 | Unset, data)
-
-        mm_processor_kwargs = _parse_mm_processor_kwargs(d.pop("mm_processor_kwargs", UNSET))
-
-        def _parse_media_io_kwargs(data: object) -> None | TokenizeChatRequestMediaIoKwargsType0 | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, dict):
-                    raise TypeError()
-                media_io_kwargs_type_0 = TokenizeChatRequestMediaIoKwargsType0.from_dict(data)
-
-                return media_io_kwargs_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(None | TokenizeChatRequestMediaIoKwargsType0 | Unset, data)
-
-        media_io_kwargs = _parse_media_io_kwargs(d.pop("media_io_kwargs", UNSET))
-
-        def _parse_tools(data: object) -> list[TokenizeChatRequestToolsType0Item] | None | Unset:
-            if data is None:
-                return data
-            if isinstance(data, Unset):
-                return data
-            try:
-                if not isinstance(data, list):
-                    raise TypeError()
-                tools_type_0 = []
-                _tools_type_0 = data
-                for tools_type_0_item_data in _tools_type_0:
-                    tools_type_0_item = TokenizeChatRequestToolsType0Item.from_dict(tools_type_0_item_data)
-
-                    tools_type_0.append(tools_type_0_item)
-
-                return tools_type_0
-            except (TypeError, ValueError, AttributeError, KeyError):
-                pass
-            return cast(list[TokenizeChatRequestToolsType0Item] | None | Unset, data)
-
-        tools = _parse_tools(d.pop("tools", UNSET))
-
         tokenize_chat_request = cls(
             messages=messages,
             model=model,
             add_generation_prompt=add_generation_prompt,
-            continue_final_message=continue_final_message,
             add_special_tokens=add_special_tokens,
             return_token_strs=return_token_strs,
-            chat_template=chat_template,
-            chat_template_kwargs=chat_template_kwargs,
-            mm_processor_kwargs=mm_processor_kwargs,
-            media_io_kwargs=media_io_kwargs,
-            tools=tools,
         )
 
         tokenize_chat_request.additional_properties = d

@@ -18,6 +18,7 @@ from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.completion_request import CompletionRequest
 from ...models.completion_response import CompletionResponse
+from ...models.detail_response import DetailResponse
 from ...models.error_response import ErrorResponse
 from ...models.legacy_error_response import LegacyErrorResponse
 from ...models.unauthorized_response import UnauthorizedResponse
@@ -45,7 +46,16 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse | None:
+) -> (
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+    | None
+):
     if response.status_code == 200:
         response_200 = CompletionResponse.from_dict(response.json())
 
@@ -53,7 +63,7 @@ def _parse_response(
 
     if response.status_code == 400:
 
-        def _parse_response_400(data: object) -> ErrorResponse | LegacyErrorResponse:
+        def _parse_response_400(data: object) -> DetailResponse | ErrorResponse | LegacyErrorResponse:
             try:
                 if not isinstance(data, dict):
                     raise TypeError()
@@ -62,11 +72,19 @@ def _parse_response(
                 return componentsschemas_any_error_response_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+
+                return componentsschemas_any_error_response_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
             if not isinstance(data, dict):
                 raise TypeError()
-            componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+            response_400_type_1 = DetailResponse.from_dict(data)
 
-            return componentsschemas_any_error_response_type_1
+            return response_400_type_1
 
         response_400 = _parse_response_400(response.json())
 
@@ -190,7 +208,15 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]:
+) -> Response[
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -203,7 +229,15 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: CompletionRequest,
-) -> Response[CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]:
+) -> Response[
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+]:
     """Text completion (JSON, or SSE ending with `[DONE]`)
 
     Args:
@@ -215,7 +249,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]
+        Response[CompletionResponse | DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]
     """
 
     kwargs = _get_kwargs(
@@ -233,7 +267,16 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: CompletionRequest,
-) -> CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse | None:
+) -> (
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+    | None
+):
     """Text completion (JSON, or SSE ending with `[DONE]`)
 
     Args:
@@ -245,7 +288,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse
+        CompletionResponse | DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse
     """
 
     return sync_detailed(
@@ -258,7 +301,15 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: CompletionRequest,
-) -> Response[CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]:
+) -> Response[
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+]:
     """Text completion (JSON, or SSE ending with `[DONE]`)
 
     Args:
@@ -270,7 +321,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]
+        Response[CompletionResponse | DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse]
     """
 
     kwargs = _get_kwargs(
@@ -286,7 +337,16 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: CompletionRequest,
-) -> CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse | None:
+) -> (
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+    | None
+):
     """Text completion (JSON, or SSE ending with `[DONE]`)
 
     Args:
@@ -298,7 +358,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        CompletionResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse
+        CompletionResponse | DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | UnauthorizedResponse
     """
 
     return (

@@ -6,6 +6,7 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.detail_response import DetailResponse
 from ...models.detokenize_request import DetokenizeRequest
 from ...models.detokenize_response import DetokenizeResponse
 from ...models.error_response import ErrorResponse
@@ -34,7 +35,15 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> DetokenizeResponse | ErrorResponse | LegacyErrorResponse | None:
+) -> (
+    DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | DetokenizeResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | None
+):
     if response.status_code == 200:
         response_200 = DetokenizeResponse.from_dict(response.json())
 
@@ -42,7 +51,7 @@ def _parse_response(
 
     if response.status_code == 400:
 
-        def _parse_response_400(data: object) -> ErrorResponse | LegacyErrorResponse:
+        def _parse_response_400(data: object) -> DetailResponse | ErrorResponse | LegacyErrorResponse:
             try:
                 if not isinstance(data, dict):
                     raise TypeError()
@@ -51,11 +60,19 @@ def _parse_response(
                 return componentsschemas_any_error_response_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+
+                return componentsschemas_any_error_response_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
             if not isinstance(data, dict):
                 raise TypeError()
-            componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+            response_400_type_1 = DetailResponse.from_dict(data)
 
-            return componentsschemas_any_error_response_type_1
+            return response_400_type_1
 
         response_400 = _parse_response_400(response.json())
 
@@ -111,7 +128,9 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[DetokenizeResponse | ErrorResponse | LegacyErrorResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse
+]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -124,7 +143,9 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: DetokenizeRequest,
-) -> Response[DetokenizeResponse | ErrorResponse | LegacyErrorResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse
+]:
     """Turn token ids back into text
 
     Args:
@@ -135,7 +156,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[DetokenizeResponse | ErrorResponse | LegacyErrorResponse]
+        Response[DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse]
     """
 
     kwargs = _get_kwargs(
@@ -153,7 +174,15 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: DetokenizeRequest,
-) -> DetokenizeResponse | ErrorResponse | LegacyErrorResponse | None:
+) -> (
+    DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | DetokenizeResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | None
+):
     """Turn token ids back into text
 
     Args:
@@ -164,7 +193,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        DetokenizeResponse | ErrorResponse | LegacyErrorResponse
+        DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse
     """
 
     return sync_detailed(
@@ -177,7 +206,9 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: DetokenizeRequest,
-) -> Response[DetokenizeResponse | ErrorResponse | LegacyErrorResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse
+]:
     """Turn token ids back into text
 
     Args:
@@ -188,7 +219,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[DetokenizeResponse | ErrorResponse | LegacyErrorResponse]
+        Response[DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse]
     """
 
     kwargs = _get_kwargs(
@@ -204,7 +235,15 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: DetokenizeRequest,
-) -> DetokenizeResponse | ErrorResponse | LegacyErrorResponse | None:
+) -> (
+    DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | DetokenizeResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | None
+):
     """Turn token ids back into text
 
     Args:
@@ -215,7 +254,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        DetokenizeResponse | ErrorResponse | LegacyErrorResponse
+        DetailResponse | ErrorResponse | LegacyErrorResponse | DetokenizeResponse | ErrorResponse | LegacyErrorResponse
     """
 
     return (

@@ -6,6 +6,7 @@ import httpx
 
 from ... import errors
 from ...client import AuthenticatedClient, Client
+from ...models.detail_response import DetailResponse
 from ...models.error_response import ErrorResponse
 from ...models.legacy_error_response import LegacyErrorResponse
 from ...models.tokenize_chat_request import TokenizeChatRequest
@@ -38,7 +39,9 @@ def _get_kwargs(
 
 def _parse_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> ErrorResponse | LegacyErrorResponse | TokenizeResponse | None:
+) -> (
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse | None
+):
     if response.status_code == 200:
         response_200 = TokenizeResponse.from_dict(response.json())
 
@@ -46,7 +49,7 @@ def _parse_response(
 
     if response.status_code == 400:
 
-        def _parse_response_400(data: object) -> ErrorResponse | LegacyErrorResponse:
+        def _parse_response_400(data: object) -> DetailResponse | ErrorResponse | LegacyErrorResponse:
             try:
                 if not isinstance(data, dict):
                     raise TypeError()
@@ -55,11 +58,19 @@ def _parse_response(
                 return componentsschemas_any_error_response_type_0
             except (TypeError, ValueError, AttributeError, KeyError):
                 pass
+            try:
+                if not isinstance(data, dict):
+                    raise TypeError()
+                componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+
+                return componentsschemas_any_error_response_type_1
+            except (TypeError, ValueError, AttributeError, KeyError):
+                pass
             if not isinstance(data, dict):
                 raise TypeError()
-            componentsschemas_any_error_response_type_1 = LegacyErrorResponse.from_dict(data)
+            response_400_type_1 = DetailResponse.from_dict(data)
 
-            return componentsschemas_any_error_response_type_1
+            return response_400_type_1
 
         response_400 = _parse_response_400(response.json())
 
@@ -136,7 +147,9 @@ def _parse_response(
 
 def _build_response(
     *, client: AuthenticatedClient | Client, response: httpx.Response
-) -> Response[ErrorResponse | LegacyErrorResponse | TokenizeResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse
+]:
     return Response(
         status_code=HTTPStatus(response.status_code),
         content=response.content,
@@ -149,7 +162,9 @@ def sync_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: TokenizeChatRequest | TokenizePromptRequest,
-) -> Response[ErrorResponse | LegacyErrorResponse | TokenizeResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse
+]:
     """Tokenize a prompt or a chat conversation
 
     Args:
@@ -161,7 +176,7 @@ def sync_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[ErrorResponse | LegacyErrorResponse | TokenizeResponse]
+        Response[DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse]
     """
 
     kwargs = _get_kwargs(
@@ -179,7 +194,9 @@ def sync(
     *,
     client: AuthenticatedClient | Client,
     body: TokenizeChatRequest | TokenizePromptRequest,
-) -> ErrorResponse | LegacyErrorResponse | TokenizeResponse | None:
+) -> (
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse | None
+):
     """Tokenize a prompt or a chat conversation
 
     Args:
@@ -191,7 +208,7 @@ def sync(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        ErrorResponse | LegacyErrorResponse | TokenizeResponse
+        DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse
     """
 
     return sync_detailed(
@@ -204,7 +221,9 @@ async def asyncio_detailed(
     *,
     client: AuthenticatedClient | Client,
     body: TokenizeChatRequest | TokenizePromptRequest,
-) -> Response[ErrorResponse | LegacyErrorResponse | TokenizeResponse]:
+) -> Response[
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse
+]:
     """Tokenize a prompt or a chat conversation
 
     Args:
@@ -216,7 +235,7 @@ async def asyncio_detailed(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        Response[ErrorResponse | LegacyErrorResponse | TokenizeResponse]
+        Response[DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse]
     """
 
     kwargs = _get_kwargs(
@@ -232,7 +251,9 @@ async def asyncio(
     *,
     client: AuthenticatedClient | Client,
     body: TokenizeChatRequest | TokenizePromptRequest,
-) -> ErrorResponse | LegacyErrorResponse | TokenizeResponse | None:
+) -> (
+    DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse | None
+):
     """Tokenize a prompt or a chat conversation
 
     Args:
@@ -244,7 +265,7 @@ async def asyncio(
         httpx.TimeoutException: If the request takes longer than Client.timeout.
 
     Returns:
-        ErrorResponse | LegacyErrorResponse | TokenizeResponse
+        DetailResponse | ErrorResponse | LegacyErrorResponse | ErrorResponse | LegacyErrorResponse | TokenizeResponse
     """
 
     return (

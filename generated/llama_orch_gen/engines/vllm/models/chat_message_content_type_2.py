@@ -7,12 +7,12 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-T = TypeVar("T", bound="ChatCompletionRequestLogitBiasType0")
+T = TypeVar("T", bound="ChatMessageContentType2")
 
 
 @_attrs_define
-class ChatCompletionRequestLogitBiasType0:
-    additional_properties: dict[str, float] = _attrs_field(init=False, factory=dict)
+class ChatMessageContentType2:
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
 
@@ -24,19 +24,19 @@ class ChatCompletionRequestLogitBiasType0:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        chat_completion_request_logit_bias_type_0 = cls()
+        chat_message_content_type_2 = cls()
 
-        chat_completion_request_logit_bias_type_0.additional_properties = d
-        return chat_completion_request_logit_bias_type_0
+        chat_message_content_type_2.additional_properties = d
+        return chat_message_content_type_2
 
     @property
     def additional_keys(self) -> list[str]:
         return list(self.additional_properties.keys())
 
-    def __getitem__(self, key: str) -> float:
+    def __getitem__(self, key: str) -> Any:
         return self.additional_properties[key]
 
-    def __setitem__(self, key: str, value: float) -> None:
+    def __setitem__(self, key: str, value: Any) -> None:
         self.additional_properties[key] = value
 
     def __delitem__(self, key: str) -> None:

@@ -2,63 +2,59 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import (
+    Any,
+    Literal,
+    TypeVar,
+    cast,
+)
 
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-from ..types import UNSET, Unset
-
-if TYPE_CHECKING:
-    from ..models.chat_completion_request_tools_type_0_item_function import (
-        ChatCompletionRequestToolsType0ItemFunction,
-    )
-
-
-T = TypeVar("T", bound="ChatCompletionRequestToolsType0Item")
+T = TypeVar("T", bound="TextPart")
 
 
 @_attrs_define
-class ChatCompletionRequestToolsType0Item:
-    function: ChatCompletionRequestToolsType0ItemFunction
-    type_: str | Unset = UNSET
+class TextPart:
+    """One text part of a message"""
+
+    type_: Literal["text"]
+    text: str
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        function = self.function.to_dict()
-
         type_ = self.type_
+
+        text = self.text
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
         field_dict.update(
             {
-                "function": function,
+                "type": type_,
+                "text": text,
             }
         )
-        if type_ is not UNSET:
-            field_dict["type"] = type_
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
-        from ..models.chat_completion_request_tools_type_0_item_function import (
-            ChatCompletionRequestToolsType0ItemFunction,  # noqa: PLC0415
-        )
-
         d = dict(src_dict)
-        function = ChatCompletionRequestToolsType0ItemFunction.from_dict(d.pop("function"))
+        type_ = cast(Literal["text"], d.pop("type"))
+        if type_ != "text":
+            raise ValueError(f"type must match const 'text', got '{type_}'")
 
-        type_ = d.pop("type", UNSET)
+        text = d.pop("text")
 
-        chat_completion_request_tools_type_0_item = cls(
-            function=function,
+        text_part = cls(
             type_=type_,
+            text=text,
         )
 
-        chat_completion_request_tools_type_0_item.additional_properties = d
-        return chat_completion_request_tools_type_0_item
+        text_part.additional_properties = d
+        return text_part
 
     @property
     def additional_keys(self) -> list[str]:

@@ -7,11 +7,11 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-T = TypeVar("T", bound="ChatCompletionRequestResponseFormatType0")
+T = TypeVar("T", bound="TextContentType2")
 
 
 @_attrs_define
-class ChatCompletionRequestResponseFormatType0:
+class TextContentType2:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -24,10 +24,10 @@ class ChatCompletionRequestResponseFormatType0:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        chat_completion_request_response_format_type_0 = cls()
+        text_content_type_2 = cls()
 
-        chat_completion_request_response_format_type_0.additional_properties = d
-        return chat_completion_request_response_format_type_0
+        text_content_type_2.additional_properties = d
+        return text_content_type_2
 
     @property
     def additional_keys(self) -> list[str]:

@@ -7,38 +7,49 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-T = TypeVar("T", bound="CompletionRequestLogitBiasType0")
+T = TypeVar("T", bound="DetailResponse")
 
 
 @_attrs_define
-class CompletionRequestLogitBiasType0:
-    """Token id (as a string) → bias"""
+class DetailResponse:
+    """FastAPI's own error body (unparseable request body, unknown route, wrong method)"""
 
-    additional_properties: dict[str, float] = _attrs_field(init=False, factory=dict)
+    detail: str
+    additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
+        detail = self.detail
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
+        field_dict.update(
+            {
+                "detail": detail,
+            }
+        )
 
         return field_dict
 
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        completion_request_logit_bias_type_0 = cls()
+        detail = d.pop("detail")
 
-        completion_request_logit_bias_type_0.additional_properties = d
-        return completion_request_logit_bias_type_0
+        detail_response = cls(
+            detail=detail,
+        )
+
+        detail_response.additional_properties = d
+        return detail_response
 
     @property
     def additional_keys(self) -> list[str]:
         return list(self.additional_properties.keys())
 
-    def __getitem__(self, key: str) -> float:
+    def __getitem__(self, key: str) -> Any:
         return self.additional_properties[key]
 
-    def __setitem__(self, key: str, value: float) -> None:
+    def __setitem__(self, key: str, value: Any) -> None:
         self.additional_properties[key] = value
 
     def __delitem__(self, key: str) -> None:

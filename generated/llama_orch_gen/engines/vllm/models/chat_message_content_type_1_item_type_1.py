@@ -7,11 +7,11 @@ from typing import Any, TypeVar
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
-T = TypeVar("T", bound="ChatMessageContentType1Item")
+T = TypeVar("T", bound="ChatMessageContentType1ItemType1")
 
 
 @_attrs_define
-class ChatMessageContentType1Item:
+class ChatMessageContentType1ItemType1:
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -24,10 +24,10 @@ class ChatMessageContentType1Item:
     @classmethod
     def from_dict(cls: type[T], src_dict: Mapping[str, Any]) -> T:
         d = dict(src_dict)
-        chat_message_content_type_1_item = cls()
+        chat_message_content_type_1_item_type_1 = cls()
 
-        chat_message_content_type_1_item.additional_properties = d
-        return chat_message_content_type_1_item
+        chat_message_content_type_1_item_type_1.additional_properties = d
+        return chat_message_content_type_1_item_type_1
 
     @property
     def additional_keys(self) -> list[str]:
