@@ -20,10 +20,13 @@ HEALTH_ROUTES = {
     "tgi": "/health",
     "triton": "/v2/models/ensemble/ready",
 }
+# Asked on every probe after the health route: the engine's own queue, where it reports one.
+LOAD_ROUTES = {"vllm": ["/metrics"]}
 HEALTHY_BODY = {"llamacpp": b'{"status":"ok"}'}  # the others answer 200 with an empty body
 EXTRA_CONTROL = {  # routes the fakes' control tables leave out but the probe reads
     "vllm": {
-        "/v1/models": (200, b'{"object":"list","data":[{"id":"tiny","object":"model","created":0,"owned_by":"vllm"}]}')
+        "/v1/models": (200, b'{"object":"list","data":[{"id":"tiny","object":"model","created":0,"owned_by":"vllm"}]}'),
+        "/metrics": (200, b'vllm:num_requests_running{engine="0"} 1.0\nvllm:num_requests_waiting{engine="0"} 0.0\n'),
     },
 }
 
@@ -80,7 +83,8 @@ async def test_unreachable_engine_is_not_live(dialect: Dialect) -> None:
 @pytest.mark.parametrize("dialect", DIALECTS, ids=lambda d: d.engine)
 async def test_the_periodic_probe_is_one_call(dialect: Dialect) -> None:
     """Capacity and version are read when a replica becomes ready and on every FULL_PROBE_EVERY-th probe; the
-    probes between are one call to the health route, so a busy engine is not asked six times per interval."""
+    probes between are one call to the health route (plus, for vLLM, its queue gauges), so a busy engine is not
+    asked six times per interval."""
     seen: list[str] = []
     replica = ReplicaState(_adapter(dialect, 200, seen), ReplicaConfig(id="r0", base_url="http://engine"))
     await replica.probe(5.0)
@@ -88,7 +92,7 @@ async def test_the_periodic_probe_is_one_call(dialect: Dialect) -> None:
     seen.clear()
     for _ in range(FULL_PROBE_EVERY - 1):
         await replica.probe(5.0)
-    assert seen == [HEALTH_ROUTES[dialect.engine]] * (FULL_PROBE_EVERY - 1)
+    assert seen == [HEALTH_ROUTES[dialect.engine], *LOAD_ROUTES.get(dialect.engine, [])] * (FULL_PROBE_EVERY - 1)
     seen.clear()
     await replica.probe(5.0)
     assert seen[0] == HEALTH_ROUTES[dialect.engine] and len(seen) > 1, seen

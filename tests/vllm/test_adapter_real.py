@@ -101,7 +101,9 @@ async def test_cancel_aborts_the_engine_request_within_a_second(vllm: VllmAdapte
         async for event in stream:
             tokens += isinstance(event.root, TokenEvent)
             if tokens == 5:
-                assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 1, 1.0), "vLLM finished first"
+                assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 1, 1.0), (
+                    "vLLM finished first"
+                )
                 assert await vllm.cancel("c")
         await stream.aclose()  # type: ignore[attr-defined]
     assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 0, 1.0), "still running after 1 s"

@@ -17,6 +17,7 @@ import jinja2
 import pytest
 from llama_orch_gen.orchestrator.api.tasks import stream_task
 
+from llama_orch.adapters.vllm import engine_load
 from llama_orch.devtools.tiny_hf import CHAT_TEMPLATE
 from tests.real.stack import Run, orchestrator, run_task, submit
 from tests.support.engine_process import EngineProcess
@@ -205,3 +206,22 @@ def test_vllm_killed_mid_stream_is_worker_reset(vllm_server: VllmServer) -> None
         assert 5 <= len(run.tokens) < 8000
         vllm_server.start()
         assert wait_for(lambda: run_task(client, _task("p")).code == "", WAIT_S, 0.2), "never ready again"
+
+
+def test_the_pool_reads_the_load_vllm_reports(vllm_server: VllmServer) -> None:
+    """Replica load comes from vLLM's own running/waiting gauges (the dispatch rules over them are tested with a
+    scripted engine in tests/service/test_engine_load.py: the tiny model finishes generating in well under a second,
+    too fast to hold a real request in the engine while a test watches)."""
+    with orchestrator([_pool("p", vllm_server)]) as client:
+        assert wait_for(lambda: "engine_running" in _replica_health(client), WAIT_S), "no engine-reported load"
+        replica = _replica_health(client)
+        reported = engine_load(httpx.get(f"{vllm_server.base_url}/metrics", timeout=10).content)
+        assert reported is not None
+        assert (replica["engine_running"], replica["engine_waiting"]) == (reported.running, reported.waiting)
+
+
+def _replica_health(client: Any) -> dict[str, Any]:
+    answer = client.get_httpx_client().get("/v1/pools/p/health")
+    assert answer.status_code == 200
+    replica: dict[str, Any] = answer.json()["replicas"][0]
+    return replica

@@ -19,6 +19,17 @@ class ReplicaHealth(BaseModel):
     slots_total: Annotated[int | None, Field(ge=0)] = None
     slots_free: Annotated[int | None, Field(ge=0)] = None
     inflight: Annotated[int | None, Field(ge=0)] = None
+    """
+    Tasks this orchestrator runs on the replica.
+    """
+    engine_running: Annotated[int | None, Field(ge=0)] = None
+    """
+    Requests the engine itself reports running, from every client (vLLM's /metrics); null where the engine does not report it.
+    """
+    engine_waiting: Annotated[int | None, Field(ge=0)] = None
+    """
+    Requests queued inside the engine (vLLM's /metrics). While any wait, the replica takes no new task: it is full.
+    """
     last_error: str | None = None
 
 

@@ -44,6 +44,14 @@ class EngineProps:
 
 
 @dataclass(frozen=True)
+class EngineLoad:
+    """Requests the engine reports in flight, from every client (ours included)."""
+
+    running: int
+    waiting: int
+
+
+@dataclass(frozen=True)
 class EngineVersion:
     """Identity of what produced a stream: travels with every `started` and `end` event."""
 
@@ -66,6 +74,10 @@ class WorkerAdapter(Protocol):
     async def props(self) -> EngineProps: ...
 
     async def engine_version(self) -> EngineVersion: ...
+
+    async def load(self) -> EngineLoad | None:
+        """What the engine reports running and waiting, asked on every probe; None when it reports nothing."""
+        ...
 
     def submit(self, task: TaskRequest) -> AsyncIterator[TaskEvent]:
         """Run `task` (its `task_id` is set); closing the iterator early cancels the engine request."""

@@ -24,7 +24,7 @@ from llama_orch_gen.contracts.events import End, Metrics, Started, TaskEvent
 from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch import events
-from llama_orch.adapters.base import EngineProps, EngineVersion, Health
+from llama_orch.adapters.base import EngineLoad, EngineProps, EngineVersion, Health
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, with_retries
 from llama_orch.determinism import effective_seed
 from llama_orch.errors import EngineError
@@ -117,6 +117,10 @@ class StreamingAdapter(ABC):
 
     @abstractmethod
     async def props(self) -> EngineProps: ...
+
+    async def load(self) -> EngineLoad | None:
+        """Engines that report their own queue override this; the others are counted by the tasks we placed."""
+        return None
 
     @abstractmethod
     async def aclose(self) -> None: ...

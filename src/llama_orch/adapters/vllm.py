@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -9,21 +10,24 @@ from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.vllm import Client
 from llama_orch_gen.engines.vllm import wire as w
 from llama_orch_gen.engines.vllm.api.openai import v1_completions, v1_models
-from llama_orch_gen.engines.vllm.api.server import health, version
+from llama_orch_gen.engines.vllm.api.server import health, metrics, version
 from llama_orch_gen.engines.vllm.models.completion_request import CompletionRequest
 from llama_orch_gen.engines.vllm.models.model_list import ModelList
 from llama_orch_gen.engines.vllm.models.stream_options import StreamOptions
 from llama_orch_gen.engines.vllm.models.version_response import VersionResponse
 from llama_orch_gen.engines.vllm.types import UNSET
 
-from llama_orch.adapters.base import EngineProps, EngineVersion
+from llama_orch.adapters.base import EngineLoad, EngineProps, EngineVersion
 from llama_orch.adapters.http_adapter import HttpAdapter, body_message
 from llama_orch.adapters.http_policy import code_for_stream_error, error_for_status
 from llama_orch.adapters.streaming import EngineStream, Tally
 from llama_orch.determinism import is_greedy, prompt_text
 from llama_orch.errors import EngineError, ErrorCode
 
-__all__ = ["VllmAdapter"]
+__all__ = ["VllmAdapter", "engine_load"]
+
+# Gauges of vLLM's /metrics, one sample per engine (data-parallel servers have several): `name{labels} value`.
+_GAUGE = re.compile(rb"^vllm:num_requests_(running|waiting)\{[^}]*\} ([0-9.eE+-]+)$", re.MULTILINE)
 
 
 class VllmAdapter(HttpAdapter):
@@ -104,3 +108,18 @@ class VllmAdapter(HttpAdapter):
             ctx_size=max_len if isinstance(max_len, int) else None,
             raw=answer.parsed.to_dict(),
         )
+
+    async def load(self) -> EngineLoad | None:
+        """vLLM's own running and waiting counts (every client's requests): one extra call per probe."""
+        answer = await self.call(metrics.asyncio_detailed(client=self.client))
+        return engine_load(answer.content) if answer.status_code == 200 else None
+
+
+def engine_load(exposition: bytes) -> EngineLoad | None:
+    """Running and waiting requests summed over engines; None when a release stops exporting either gauge."""
+    totals: dict[bytes, float] = {}
+    for kind, value in _GAUGE.findall(exposition):
+        totals[kind] = totals.get(kind, 0.0) + float(value)
+    if set(totals) != {b"running", b"waiting"}:
+        return None
+    return EngineLoad(running=int(totals[b"running"]), waiting=int(totals[b"waiting"]))

@@ -383,6 +383,8 @@ class Orchestrator:
                 slots_total=r.slots_total,
                 slots_free=r.slots_free,
                 inflight=r.inflight,
+                engine_running=None if r.engine_load is None else r.engine_load.running,
+                engine_waiting=None if r.engine_load is None else r.engine_load.waiting,
                 last_error=r.last_error,
             )
             for r in pool.replicas

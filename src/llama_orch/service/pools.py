@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from llama_orch_gen.contracts.config import PoolConfig, ReplicaConfig
 from llama_orch_gen.contracts.events import TaskEvent
 
-from llama_orch.adapters.base import HealthState, WorkerAdapter
+from llama_orch.adapters.base import EngineLoad, HealthState, WorkerAdapter
 from llama_orch.errors import ApiError, EngineError, ErrorCode
 from llama_orch.service.outliers import Outlier, OutlierPolicy
 from llama_orch.service.runs import Attempt, TaskRun
@@ -49,6 +49,8 @@ class ReplicaState:
     slots_free: int | None = None
     ctx_size: int | None = None
     inflight: int = 0
+    engine_load: EngineLoad | None = None  # as the engine last reported it (every client's requests)
+    foreign: int = 0  # of those, requests that are not ours (other clients of the same engine)
     last_error: str | None = None
     last_code: str | None = None  # contract code of `last_error`
     last_dispatch: int = 0
@@ -74,8 +76,14 @@ class ReplicaState:
         return self.config.max_inflight or self.slots_total or DEFAULT_MAX_INFLIGHT
 
     @property
+    def load(self) -> int:
+        """Requests on the engine now: ours, counted live, plus other clients' as of the last probe."""
+        return self.inflight + self.foreign
+
+    @property
     def has_room(self) -> bool:
-        return self.ready and self.inflight < self.max_inflight
+        queueing = self.engine_load is not None and self.engine_load.waiting > 0  # the engine is already full
+        return self.ready and not queueing and self.load < self.max_inflight
 
     async def probe(self, timeout_s: float) -> None:
         """Ask the health route; capacity and version only when the replica becomes ready and on every
@@ -101,6 +109,8 @@ class ReplicaState:
             self.last_code = exc.code if isinstance(exc, EngineError) else "POOL_UNAVAILABLE"
         else:
             self.live, self.probed_ready, self.state = health.live, health.ready, health.state
+            if health.ready:
+                await self._read_load(timeout_s)
             if health.ready and self.slots_free == 0:
                 self.state = HealthState.DEGRADED
             if health.detail and not health.ready:
@@ -113,6 +123,18 @@ class ReplicaState:
                 "ready" if self.ready else f"unready: {self.last_error}",
                 extra={"pool_id": self.adapter.pool_id, "replica_id": self.id},
             )
+
+    async def _read_load(self, timeout_s: float) -> None:
+        """The engine's own count, where it reports one; an unreadable count is no reason to unready the replica."""
+        try:
+            async with asyncio.timeout(timeout_s):
+                self.engine_load = await self.adapter.load()
+        except (EngineError, TimeoutError):
+            self.engine_load = None
+        if self.engine_load is not None:
+            self.foreign = max(0, self.engine_load.running + self.engine_load.waiting - self.inflight)
+        else:
+            self.foreign = 0
 
 
 @dataclass(eq=False)
@@ -274,7 +296,7 @@ class Pool:
                 return sticky if sticky in candidates else None  # wait for the replica that holds the cache
             if sticky in candidates:
                 return sticky
-        return min(candidates, key=lambda r: (r.inflight / r.max_inflight, r.last_dispatch), default=None)
+        return min(candidates, key=lambda r: (r.load / r.max_inflight, r.last_dispatch), default=None)
 
     async def _execute(self, run: TaskRun, replica: ReplicaState) -> None:
         loop = asyncio.get_running_loop()

@@ -25,6 +25,13 @@ class ReplicaHealth:
     slots_total: int | None | Unset = UNSET
     slots_free: int | None | Unset = UNSET
     inflight: int | Unset = UNSET
+    """ Tasks this orchestrator runs on the replica. """
+    engine_running: int | None | Unset = UNSET
+    """ Requests the engine itself reports running, from every client (vLLM's /metrics); null where the engine does
+    not report it. """
+    engine_waiting: int | None | Unset = UNSET
+    """ Requests queued inside the engine (vLLM's /metrics). While any wait, the replica takes no new task: it is
+    full. """
     last_error: None | str | Unset = UNSET
 
     def to_dict(self) -> dict[str, Any]:
@@ -56,6 +63,18 @@ class ReplicaHealth:
 
         inflight = self.inflight
 
+        engine_running: int | None | Unset
+        if isinstance(self.engine_running, Unset):
+            engine_running = UNSET
+        else:
+            engine_running = self.engine_running
+
+        engine_waiting: int | None | Unset
+        if isinstance(self.engine_waiting, Unset):
+            engine_waiting = UNSET
+        else:
+            engine_waiting = self.engine_waiting
+
         last_error: None | str | Unset
         if isinstance(self.last_error, Unset):
             last_error = UNSET
@@ -80,6 +99,10 @@ class ReplicaHealth:
             field_dict["slots_free"] = slots_free
         if inflight is not UNSET:
             field_dict["inflight"] = inflight
+        if engine_running is not UNSET:
+            field_dict["engine_running"] = engine_running
+        if engine_waiting is not UNSET:
+            field_dict["engine_waiting"] = engine_waiting
         if last_error is not UNSET:
             field_dict["last_error"] = last_error
 
@@ -125,6 +148,24 @@ class ReplicaHealth:
 
         inflight = d.pop("inflight", UNSET)
 
+        def _parse_engine_running(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        engine_running = _parse_engine_running(d.pop("engine_running", UNSET))
+
+        def _parse_engine_waiting(data: object) -> int | None | Unset:
+            if data is None:
+                return data
+            if isinstance(data, Unset):
+                return data
+            return cast(int | None | Unset, data)
+
+        engine_waiting = _parse_engine_waiting(d.pop("engine_waiting", UNSET))
+
         def _parse_last_error(data: object) -> None | str | Unset:
             if data is None:
                 return data
@@ -143,6 +184,8 @@ class ReplicaHealth:
             slots_total=slots_total,
             slots_free=slots_free,
             inflight=inflight,
+            engine_running=engine_running,
+            engine_waiting=engine_waiting,
             last_error=last_error,
         )
 
