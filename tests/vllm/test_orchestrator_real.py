@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import sys
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,28 +19,13 @@ from llama_orch_gen.orchestrator.api.tasks import stream_task
 from llama_orch.adapters.vllm import engine_load
 from llama_orch.devtools.tiny_hf import CHAT_TEMPLATE
 from tests.real.stack import Run, orchestrator, run_task, submit
-from tests.support.engine_process import EngineProcess
+from tests.support.serve_process import Serve
 from tests.support.vllm_server import VllmServer
 from tests.vllm.direct import chat, complete, sampling, wait_for
 
 pytestmark = pytest.mark.real_vllm
 
 WAIT_S = 30.0  # hang guard for polled conditions, never a speed assertion
-
-
-class Serve(EngineProcess):
-    """`llama-orch serve` as a user runs it."""
-
-    name = "llama-orch-serve"
-    ready_path = "/v1/pools/default/health"
-
-    def __init__(self, args: Sequence[str]) -> None:
-        super().__init__()
-        self.args = args
-
-    def command(self) -> Sequence[str]:
-        script = Path(sys.executable).with_name("llama-orch")
-        return [str(script), "serve", "--port", str(self.port), *self.args]
 
 
 @pytest.fixture(scope="module")
