@@ -71,8 +71,8 @@ def simulator(tokens: int = 100_000, delay_ms: int = 10) -> Process:
     return Process("llamacpp-sim", args, f"http://127.0.0.1:{port}", "/health").start()
 
 
-def pool_config(directory: Path, engine_url: str, **settings: Any) -> Path:
-    """One pool, one replica with room for 1 running task and 1 queued one."""
+def pool_config(directory: Path, engine_url: str, queue: dict[str, Any] | None = None, **settings: Any) -> Path:
+    """One pool, one replica with room for 1 running task and (unless `queue` says otherwise) 1 queued one."""
     config = {
         "health_interval_ms": 200,
         "stream_hold_ms": 2000,
@@ -82,7 +82,7 @@ def pool_config(directory: Path, engine_url: str, **settings: Any) -> Path:
             {
                 "id": "p",
                 "engine": "llamacpp",
-                "queue": {"capacity": 1, "policy": "reject"},
+                "queue": queue or {"capacity": 1, "policy": "reject"},
                 "replicas": [{"id": "r0", "base_url": engine_url, "api": "native", "max_inflight": 1}],
             }
         ],
