@@ -32,3 +32,15 @@ def test_the_variable_also_applies_to_a_config_file(tmp_path: pytest.TempPathFac
 def test_only_redis_urls() -> None:
     with pytest.raises(ConfigError, match="state_url"):
         _config(["--state-url", "http://h:6379"], {})
+
+
+def test_without_redis_server_the_scale_out_tests_fail_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.support import redis_server
+
+    monkeypatch.setattr(redis_server.shutil, "which", lambda _name: None)
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="redis-server is not installed"):
+        redis_server.redis_binary()
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception):
+        redis_server.redis_binary()
