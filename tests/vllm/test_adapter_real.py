@@ -91,26 +91,22 @@ async def test_started_carries_the_version_vllm_reports(vllm: VllmAdapter, vllm_
 
 
 async def test_cancel_aborts_the_engine_request_within_a_second(vllm: VllmAdapter, vllm_server: VllmServer) -> None:
-    # vLLM does not count client aborts in request_success_total; its generated-token counter shows the request
-    # stopped far short of its 8000 tokens and generates nothing more.
+    # vLLM does not count client aborts in request_success_total, and its running gauge lags a fast engine; its
+    # generated-token counter shows the request stopped far short of its 8000 tokens and generates nothing more.
     generated = metric(vllm_server, "vllm:generation_tokens_total")
     task = TaskRequest(task_id="c", prompt="Once upon a time", max_tokens=8000, temperature=0.0)  # greedy: no EOS
     stream = vllm.submit(task)
-    tokens = 0
     async with asyncio.timeout(GUARD_S):
         async for event in stream:
-            tokens += isinstance(event.root, TokenEvent)
-            if tokens == 1:  # at once: on a loaded machine the relay lags, and vLLM may finish all 8000 first
-                assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 1, 1.0), (
-                    "vLLM finished first"
-                )
+            if isinstance(event.root, TokenEvent):  # at once: the tiny model makes 8000 tokens in about 2 s
                 assert await vllm.cancel("c")
+                break
         await stream.aclose()  # type: ignore[attr-defined]
     assert wait_for(lambda: metric(vllm_server, "vllm:num_requests_running") == 0, 1.0), "still running after 1 s"
     stopped_at = metric(vllm_server, "vllm:generation_tokens_total")
-    time.sleep(0.5)
-    assert metric(vllm_server, "vllm:generation_tokens_total") == stopped_at
-    assert stopped_at - generated < 8000
+    time.sleep(1.0)
+    assert metric(vllm_server, "vllm:generation_tokens_total") == stopped_at, "still generating after the cancel"
+    assert stopped_at - generated < 8000, "the request ran to its end: the cancel never reached vLLM"
 
 
 async def test_over_long_request_is_invalid_params_before_any_token(vllm: VllmAdapter) -> None:
