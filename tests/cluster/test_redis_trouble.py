@@ -25,7 +25,7 @@ from tests.cluster.instances import (
 from tests.support.redis_server import RedisServer
 
 
-@pytest.fixture  # per test, over the module's: each test kills and restarts Redis
+@pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
     server = RedisServer().start()
     yield server

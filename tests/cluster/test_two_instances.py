@@ -22,8 +22,23 @@ from tests.cluster.instances import (
     instance,
     one_terminal,
     pool_config,
+    simulator,
 )
 from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def engine() -> Iterator[Process]:
+    sim = simulator(delay_ms=10)
+    yield sim
+    sim.stop()
 
 
 @pytest.fixture(scope="module")
