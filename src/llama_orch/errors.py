@@ -42,8 +42,6 @@ ErrorCode = Literal[
     "CONFLICT",
     "METHOD_NOT_ALLOWED",
     "MODEL_NOT_SERVED",
-    "STATE_UNAVAILABLE",
-    "INSTANCE_LOST",
 ]
 
 _MAX_MESSAGE = 512

@@ -28,8 +28,7 @@ def engine(tiny_model: Path) -> Iterator[LlamaServer]:
 
 @pytest.fixture(scope="module")
 def client(engine: LlamaServer) -> Iterator[Client]:
-    # A reader that leaves is waited for (a resume) for stream_hold_ms, then its task is canceled.
-    with orchestrator([pool("p", [engine])], stream_hold_ms=300) as client:
+    with orchestrator([pool("p", [engine])]) as client:
         yield client
 
 

@@ -132,8 +132,6 @@ class StreamError(BaseModel):
             "CONFLICT",
             "METHOD_NOT_ALLOWED",
             "MODEL_NOT_SERVED",
-            "STATE_UNAVAILABLE",
-            "INSTANCE_LOST",
         ],
         Field(title="ErrorCode"),
     ]
