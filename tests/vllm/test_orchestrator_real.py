@@ -7,6 +7,7 @@ import json
 import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -167,29 +168,49 @@ def test_engine_core_death_is_one_typed_error_then_unready_then_ready(vllm_serve
     POOL_UNREADY; once it is back, the same orchestrator serves again."""
     assert vllm_server.process is not None, "needs a vLLM this run started (unset LLAMA_ORCH_VLLM_ATTACH)"
     with orchestrator([_pool("p", vllm_server)]) as client:
-        status, task_id, _ = submit(client, _task("p", max_tokens=8000))
-        assert status == 202 and task_id
-        core = _engine_core_pid(vllm_server)
-        run = Run(status, _stream_until(client, task_id, 5, lambda: os.kill(core, signal.SIGKILL)))
-        assert run.code in ("INTERNAL", "WORKER_RESET"), run.events[-1]
-        assert 5 <= len(run.tokens) < 8000
-        vllm_server.restart_when_exited()
-        loading = run_task(client, _task("p"))
-        assert loading.code == "POOL_UNREADY", loading.code
-        vllm_server.wait_ready()
+        try:
+            run = _killed_at_the_first_token(client, lambda: os.kill(_engine_core_pid(vllm_server), signal.SIGKILL))
+            assert run.code in ("INTERNAL", "WORKER_RESET"), run.events[-1]
+            vllm_server.restart_when_exited()
+            loading = run_task(client, _task("p"))
+            assert loading.code == "POOL_UNREADY", loading.code
+        finally:
+            _running_again(vllm_server)
         assert wait_for(lambda: run_task(client, _task("p")).code == "", WAIT_S, 0.2), "never ready again"
 
 
 def test_vllm_killed_mid_stream_is_worker_reset(vllm_server: VllmServer) -> None:
     assert vllm_server.process is not None, "needs a vLLM this run started (unset LLAMA_ORCH_VLLM_ATTACH)"
     with orchestrator([_pool("p", vllm_server)]) as client:
-        status, task_id, _ = submit(client, _task("p", max_tokens=8000))
-        assert status == 202 and task_id
-        run = Run(status, _stream_until(client, task_id, 5, vllm_server.kill))
-        assert run.code == "WORKER_RESET"
-        assert 5 <= len(run.tokens) < 8000
-        vllm_server.start()
+        try:
+            run = _killed_at_the_first_token(client, vllm_server.kill)
+            assert run.code == "WORKER_RESET", run.events[-1]
+        finally:
+            _running_again(vllm_server)
         assert wait_for(lambda: run_task(client, _task("p")).code == "", WAIT_S, 0.2), "never ready again"
+
+
+def _killed_at_the_first_token(client: Any, kill: Any) -> Run:
+    """A long greedy task (a prompt no earlier test used, so no prefix-cache hit) whose engine dies at its first
+    token: the tiny model makes 8000 tokens in well under a second, so a later kill could come after the end."""
+    body = {**_task("p", max_tokens=8000), "prompt": f"Kill test {os.getpid()} {time.monotonic_ns()}"}
+    status, task_id, _ = submit(client, body)
+    assert status == 202 and task_id
+    run = Run(status, _stream_until(client, task_id, 1, kill))
+    assert 1 <= len(run.tokens) < 8000, "the engine finished before it was killed"
+    return run
+
+
+def _running_again(server: VllmServer) -> None:
+    """Whatever the test found, later tests get a serving vLLM on the same port: a process still up either loads
+    (ready) or, with its engine core dead, exits (then it is started again)."""
+    if server.process is not None and server.process.poll() is None:
+        try:
+            server.wait_ready()
+            return
+        except RuntimeError:
+            pass
+    server.start()
 
 
 def test_the_pool_reads_the_load_vllm_reports(vllm_server: VllmServer) -> None:
