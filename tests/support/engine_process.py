@@ -8,7 +8,8 @@ import signal
 import subprocess
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Self
 
@@ -17,7 +18,7 @@ import httpx
 from llama_orch.spawn import free_port
 
 
-class EngineProcess:
+class EngineProcess(ABC):
     """One process; `start()` returns once `ready_path` answers 200 (unless `wait=False`)."""
 
     name = "engine"
@@ -30,8 +31,9 @@ class EngineProcess:
         self._log = tempfile.NamedTemporaryFile(prefix=f"{self.name}-", suffix=".log", delete=False)  # noqa: SIM115
         self.process: subprocess.Popen[bytes] | None = None
 
+    @abstractmethod
     def command(self) -> Sequence[str]:
-        raise NotImplementedError
+        """The command line, built when the process starts."""
 
     def environment(self) -> Mapping[str, str]:
         return os.environ
@@ -93,3 +95,17 @@ class EngineProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def processes() -> Iterator[tuple[int, int, bytes]]:
+    """(pid, parent pid, command line and short name) of every process in /proc, for finding an engine's own."""
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        name, fields = stat.rsplit(b")", 1)
+        yield int(entry.name), int(fields.split()[1]), cmdline + name

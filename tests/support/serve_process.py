@@ -6,7 +6,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from tests.support.engine_process import EngineProcess
+from tests.support.engine_process import EngineProcess, processes
 
 
 class Serve(EngineProcess):
@@ -26,14 +26,5 @@ class Serve(EngineProcess):
 
 def processes_naming(text: str, besides: Serve) -> list[int]:
     """Pids, other than the orchestrator's own, whose command line contains `text` (its engine processes)."""
-    found = []
     own = besides.process.pid if besides.process is not None else None
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and int(entry.name) != own:
-            try:
-                cmdline = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            if text.encode() in cmdline:
-                found.append(int(entry.name))
-    return found
+    return [pid for pid, _, command in processes() if pid != own and text.encode() in command]

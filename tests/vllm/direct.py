@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import time
 from typing import Any
 
 import httpx
@@ -56,12 +55,3 @@ def metric(server: VllmServer, name: str, **labels: str) -> float:
         if found == name and all(pairs.get(k) == v for k, v in labels.items()):
             total += float(value)
     return total
-
-
-def wait_for(predicate: Any, timeout_s: float, interval_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(interval_s)
-    return True

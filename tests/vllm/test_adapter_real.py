@@ -16,8 +16,9 @@ from llama_orch.adapters.base import HealthState
 from llama_orch.adapters.factory import build_adapter
 from llama_orch.adapters.vllm import VllmAdapter
 from tests.adapters.helpers import GUARD_S, check_invariants, run_task
+from tests.support.polling import wait_for
 from tests.support.vllm_server import VllmServer
-from tests.vllm.direct import complete, metric, sampling, wait_for
+from tests.vllm.direct import complete, metric, sampling
 
 pytestmark = pytest.mark.real_vllm
 

@@ -9,7 +9,6 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -20,9 +19,11 @@ from llama_orch_gen.orchestrator.api.tasks import stream_task
 from llama_orch.adapters.vllm import engine_load
 from llama_orch.devtools.tiny_hf import CHAT_TEMPLATE
 from tests.real.stack import Run, orchestrator, run_task, submit
+from tests.support.engine_process import processes
+from tests.support.polling import wait_for
 from tests.support.serve_process import Serve
 from tests.support.vllm_server import VllmServer
-from tests.vllm.direct import chat, complete, sampling, wait_for
+from tests.vllm.direct import chat, complete, sampling
 
 pytestmark = pytest.mark.real_vllm
 
@@ -149,17 +150,10 @@ def _stream_until(client: Any, task_id: str, tokens: int, then: Any) -> list[Any
 def _engine_core_pid(server: VllmServer) -> int:
     """vLLM runs the model in an `EngineCore` child process beside the HTTP server."""
     assert server.process is not None
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                comm = (entry / "cmdline").read_bytes()
-            except OSError:
-                continue
-            parent = int(stat.rsplit(")", 1)[1].split()[1])
-            if parent == server.process.pid and b"EngineCore" in comm + stat.encode():
-                return int(entry.name)
-    pytest.fail("no EngineCore child process found")
+    parent = server.process.pid
+    found = [pid for pid, ppid, command in processes() if ppid == parent and b"EngineCore" in command]
+    assert found, "no EngineCore child process found"
+    return found[0]
 
 
 def test_engine_core_death_is_one_typed_error_then_unready_then_ready(vllm_server: VllmServer) -> None:

@@ -10,8 +10,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support.polling import wait_for
 from tests.support.serve_process import Serve, processes_naming
-from tests.vllm.direct import wait_for
 
 pytestmark = pytest.mark.real_vllm
 
