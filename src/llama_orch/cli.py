@@ -45,6 +45,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="on SIGTERM, time running tasks get to finish before they are canceled (default 30s)",
     )
     serve.add_argument(
+        "--state-url",
+        metavar="URL",
+        help="scale-out mode: redis://HOST:PORT/DB (or rediss://) shared by every instance (default: "
+        "$LLAMA_ORCH_STATE_URL, else in-memory, one process)",
+    )
+    serve.add_argument(
         "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
     )
     spawn = serve.add_argument_group(

@@ -42,6 +42,8 @@ ErrorCode = Literal[
     "CONFLICT",
     "METHOD_NOT_ALLOWED",
     "MODEL_NOT_SERVED",
+    "STATE_UNAVAILABLE",
+    "INSTANCE_LOST",
 ]
 
 _MAX_MESSAGE = 512

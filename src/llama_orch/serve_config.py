@@ -18,7 +18,7 @@ from pydantic import ValidationError
 
 from llama_orch.errors import ConfigError
 
-__all__ = ["EMBEDDED_ENGINE", "LLAMA_KEY_ENV", "config_from_args", "load_config", "parse_duration_ms"]
+__all__ = ["EMBEDDED_ENGINE", "LLAMA_KEY_ENV", "STATE_URL_ENV", "config_from_args", "load_config", "parse_duration_ms"]
 
 EMBEDDED_ENGINE = {
     "id": "default",
@@ -28,6 +28,7 @@ EMBEDDED_ENGINE = {
 }
 # `--llama-api-key` is copied here so the key travels like every other engine token: by variable name only.
 LLAMA_KEY_ENV = "LLAMA_ORCH_LLAMA_API_KEY"
+STATE_URL_ENV = "LLAMA_ORCH_STATE_URL"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNIT_MS = {"ms": 1.0, "s": 1000.0, "m": 60_000.0, "h": 3_600_000.0, None: 1000.0}
 
@@ -67,10 +68,13 @@ def config_from_args(
     for flag, key in (("sse_heartbeat_ms", "sse_heartbeat_ms"), ("drain_grace", "drain_grace_ms")):
         if getattr(args, flag, None) is not None:  # serve's flags (preflight shares this function)
             settings[key] = getattr(args, flag)
+    state_url = getattr(args, "state_url", None) or environ.get(STATE_URL_ENV)
+    if state_url:
+        settings["state_url"] = state_url
     if args.config:
         config = load_config(Path(args.config))
         if settings:
-            config = config.model_copy(update=settings)
+            config = validate({**config.model_dump(exclude_unset=True), **settings}, f"config file {args.config}")
         return config, f"config file {args.config}"
     pools, source = _pools_from_flags(args, environ)
     return validate({**settings, "pools": pools}, source), source

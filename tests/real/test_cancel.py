@@ -28,7 +28,8 @@ def engine(tiny_model: Path) -> Iterator[LlamaServer]:
 
 @pytest.fixture(scope="module")
 def client(engine: LlamaServer) -> Iterator[Client]:
-    with orchestrator([pool("p", [engine])]) as client:
+    # A reader that leaves is waited for (a resume) for stream_hold_ms, then its task is canceled.
+    with orchestrator([pool("p", [engine])], stream_hold_ms=300) as client:
         yield client
 
 

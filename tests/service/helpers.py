@@ -207,13 +207,15 @@ def check_envelope(answer: httpx.Response, status: int, code: str) -> dict[str, 
 class Frame:
     event: str
     data: dict[str, Any]
+    id: int = -1  # the frame's `id:`, its number in the task's stream
 
 
-_FRAME = re.compile(r"event: ([a-z]+)\ndata: ([^\n]*)")
+_FRAME = re.compile(r"id: (0|[1-9][0-9]*)\nevent: ([a-z]+)\ndata: ([^\n]*)")
 
 
 def parse_sse(raw: bytes) -> list[Frame]:
-    """Strictly `event: <name>\\ndata: <json>\\n\\n` frames; each validates against specs/schemas/events.json."""
+    """Strictly `id: <n>\\nevent: <name>\\ndata: <json>\\n\\n` frames; each validates against
+    specs/schemas/events.json."""
     text = raw.decode()
     assert text.endswith("\n\n") or not text, f"stream does not end with a blank line: {text[-80:]!r}"
     frames = []
@@ -222,7 +224,7 @@ def parse_sse(raw: bytes) -> list[Frame]:
             continue
         match = _FRAME.fullmatch(block)
         assert match is not None, f"not an SSE frame: {block!r}"
-        frame = Frame(match[1], json.loads(match[2]))
+        frame = Frame(match[2], json.loads(match[3]), int(match[1]))
         validate({"event": frame.event, "data": frame.data}, "events.json")
         frames.append(frame)
     return frames
@@ -239,6 +241,7 @@ def check_order(frames: list[Frame]) -> Frame:
         assert kinds.count("started") == 1, kinds
         assert set(kinds[1:-1]) <= {"token", "metrics"}, kinds
     assert [f.data["i"] for f in frames if f.event == "token"] == list(range(kinds.count("token")))
+    assert [f.id for f in frames] == list(range(len(frames))), "frame ids are not 0, 1, 2, ..."
     return frames[-1]
 
 
@@ -289,16 +292,20 @@ class StreamReader:
                 return frame
         raise AssertionError(f"stream ended before the expected frame: {[f.event for f in self.frames]}")
 
-    def rest(self) -> list[Frame]:
+    def drain(self) -> list[Frame]:
+        """Every frame read, to the end of the stream (of a resumed stream: not checked from event 0)."""
         while self.next() is not None:
             pass
-        check_order(self.frames)
+        return self.frames
+
+    def rest(self) -> list[Frame]:
+        check_order(self.drain())
         return self.frames
 
 
 @contextmanager
-def open_stream(http: httpx.Client, task_id: str) -> Iterator[StreamReader]:
-    with http.stream("GET", f"/v1/tasks/{task_id}/stream") as response:
+def open_stream(http: httpx.Client, task_id: str, **headers: str) -> Iterator[StreamReader]:
+    with http.stream("GET", f"/v1/tasks/{task_id}/stream", headers=headers) as response:
         assert response.status_code == 200, response.read()
         yield StreamReader(response)
 

@@ -7,6 +7,8 @@ import httpx
 
 from llama_orch.adapters.mock import Fault
 from tests.service.helpers import (
+    Frame,
+    StreamReader,
     WideMock,
     blocked,
     cancel,
@@ -116,18 +118,19 @@ def test_cancel_of_unknown_or_finished_task() -> None:
         check_envelope(http.post(f"/v1/tasks/{task_id}/cancel"), 404, "NOT_FOUND")  # read, then forgotten
 
 
-def test_client_disconnect_cancels_the_engine_request() -> None:
-    svc = service(mock=ENDLESS)
+def test_client_disconnect_cancels_the_engine_request_after_the_hold() -> None:
+    svc = service(mock=ENDLESS, stream_hold_ms=400)
     with svc.running() as http:
         task_id = submit(http, LONG)["task_id"]
         with open_stream(http, task_id) as reader:
             reader.until(lambda f: f.event == "token" and f.data["i"] == 1)
             assert svc.engine_busy() == 1
-        wait_idle(svc, http)  # the engine stream was closed, the replica freed
+        # The task waits stream_hold_ms for a reconnect (with Last-Event-ID), then its engine request is closed.
+        wait_idle(svc, http)
         metrics = scrape(http)
         assert total(metrics, "tasks_canceled_total", reason="disconnect") == 1
         assert total(metrics, "tasks_finished_total", outcome="canceled") == 1
-        check_envelope(http.post(f"/v1/tasks/{task_id}/cancel"), 404, "NOT_FOUND")
+        wait_until(lambda: task_id not in svc.orch.runs, "the unread task was never forgotten")
 
 
 def test_stalled_reader_does_not_hold_the_replica() -> None:
@@ -168,3 +171,61 @@ def test_unread_producer_with_full_buffer_is_canceled() -> None:
         submit(http, LONG)
         wait_idle(svc, http)
         assert total(scrape(http), "tasks_canceled_total", reason="slow_consumer") == 1
+
+
+def test_reconnect_with_last_event_id_gets_exactly_the_rest() -> None:
+    svc = service(mock={"tokens": 60, "token_delay_s": 0.002})
+    with svc.running() as http:
+        task_id = submit(http, {"prompt": "resume", "max_tokens": 60})["task_id"]
+        with open_stream(http, task_id) as reader:
+            reader.until(lambda f: f.event == "token" and f.data["i"] == 4)
+            first = reader.frames
+        with open_stream(http, task_id, **{"Last-Event-ID": str(first[-1].id)}) as reader:
+            rest = reader.drain()
+        check_order(first + rest)  # every event once, ids 0, 1, 2, ... and one terminal event
+        assert rest[-1].event == "end" and len(tokens(first + rest)) == 60
+
+
+def test_reconnect_with_after_and_a_second_disconnect() -> None:
+    svc = service(mock={"tokens": 40, "token_delay_s": 0.002})
+    with svc.running() as http:
+        task_id = submit(http, {"prompt": "resume", "max_tokens": 40})["task_id"]
+        seen: list[Frame] = []
+        for stop_at in (3, 11):
+            after = f"?after={seen[-1].id}" if seen else ""
+            with http.stream("GET", f"/v1/tasks/{task_id}/stream{after}") as response:
+                reader = StreamReader(response)
+                reader.until(lambda f, n=stop_at: f.event == "token" and f.data["i"] == n)
+                seen += reader.frames
+        answer = http.get(f"/v1/tasks/{task_id}/stream", params={"after": seen[-1].id})
+        frames = seen + parse_sse(answer.content)
+        check_order(frames)
+        assert len(tokens(frames)) == 40
+
+
+def test_resume_from_an_id_no_longer_kept_is_a_conflict() -> None:
+    svc = service(mock=ENDLESS, stream_buffer_events=16)
+    with svc.running() as http:
+        task_id = submit(http, LONG)["task_id"]
+        with open_stream(http, task_id) as reader:
+            reader.until(lambda f: f.event == "token" and f.data["i"] == 150)
+        check_envelope(http.get(f"/v1/tasks/{task_id}/stream", params={"after": 0}), 409, "CONFLICT")
+        check_envelope(http.get(f"/v1/tasks/{task_id}/stream", params={"after": "x"}), 400, "INVALID_PARAMS")
+        cancel(http, task_id)
+        with open_stream(http, task_id, **{"Last-Event-ID": str(reader.frames[-1].id)}) as resumed:
+            frames = resumed.drain()
+        assert frames[-1].event == "end" and frames[-1].data["finish_reason"] == "canceled"
+        assert frames[0].id == reader.frames[-1].id + 1
+
+
+def test_a_resuming_reader_takes_over_from_a_connection_not_yet_seen_gone() -> None:
+    svc = service(mock={"tokens": 50, "token_delay_s": 0.002})
+    with svc.running() as http, httpx.Client(base_url=svc.url, timeout=30.0) as other:
+        task_id = submit(http, {"prompt": "resume", "max_tokens": 50})["task_id"]
+        with open_stream(http, task_id) as old:
+            old.until(lambda f: f.event == "token" and f.data["i"] == 4)
+            check_envelope(other.get(f"/v1/tasks/{task_id}/stream"), 409, "CONFLICT")  # not a resume: refused
+            with open_stream(other, task_id, **{"Last-Event-ID": str(old.frames[-1].id)}) as new:
+                rest = new.drain()
+        check_order(old.frames + rest)
+        assert rest[-1].event == "end" and len(tokens(old.frames + rest)) == 50

@@ -185,7 +185,7 @@ class OrchestratorConfig(BaseModel):
     health_interval_ms: Annotated[int | None, Field(ge=50)] = 2000
     stream_hold_ms: Annotated[int | None, Field(ge=0)] = 60000
     """
-    How long events are held for a reader: a task whose stream is not opened within this time, or whose reader stops reading for this long with its buffer full, is canceled (SLOW_CONSUMER) so it never holds an engine slot forever.
+    How long events are held for a reader: a task whose stream is not opened within this time, or whose reader stops reading for this long with its buffer full, is canceled (SLOW_CONSUMER); a reader that disconnects and does not reconnect (with Last-Event-ID) within this time has its task canceled (finish_reason canceled) so it never holds an engine slot forever.
     """
     drain_grace_ms: Annotated[int | None, Field(ge=0)] = 30000
     """
@@ -200,5 +200,13 @@ class OrchestratorConfig(BaseModel):
     Events buffered per task for a slow reader; when full, the engine is read no faster than the client (tokens are never dropped, metrics frames are).
     """
     session_ttl_ms: Annotated[int | None, Field(ge=1000)] = 600000
+    state_url: Annotated[str | None, Field(pattern="^rediss?://")] = None
+    """
+    Scale-out mode: `redis://HOST:PORT/DB` (or `rediss://` for TLS) of the Redis that every instance with the same pools shares: task events, admission, in-flight counts, leases, cancels and sessions live there, so any instance serves any task. Unset (the default): everything is in this process's memory and no Redis is needed. Flag: --state-url; variable: LLAMA_ORCH_STATE_URL.
+    """
+    state_password_env: Annotated[str | None, Field(pattern="^[A-Za-z_][A-Za-z0-9_]*$")] = None
+    """
+    Environment variable holding the Redis password (never put it in `state_url`'s text in a file).
+    """
     session_max_turns: Annotated[int | None, Field(ge=1)] = 8
     pools: Annotated[list[PoolConfig], Field(min_length=1)]

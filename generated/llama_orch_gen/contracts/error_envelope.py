@@ -38,6 +38,8 @@ class ErrorEnvelope(BaseModel):
             "CONFLICT",
             "METHOD_NOT_ALLOWED",
             "MODEL_NOT_SERVED",
+            "STATE_UNAVAILABLE",
+            "INSTANCE_LOST",
         ],
         Field(title="ErrorCode"),
     ]

@@ -132,6 +132,8 @@ class StreamError(BaseModel):
             "CONFLICT",
             "METHOD_NOT_ALLOWED",
             "MODEL_NOT_SERVED",
+            "STATE_UNAVAILABLE",
+            "INSTANCE_LOST",
         ],
         Field(title="ErrorCode"),
     ]

@@ -43,12 +43,26 @@ ERROR_CODES: Final[dict[str, ErrorCodeInfo]] = {
         True,
         "The stream\u0027s reader stopped reading (or never opened the stream) for longer than stream_hold_ms; the engine request was canceled to free its slot.",
     ),
-    "CONFLICT": ErrorCodeInfo(409, False, "The task\u0027s stream is already being read by another client."),
+    "CONFLICT": ErrorCodeInfo(
+        409,
+        False,
+        "The task\u0027s stream is already being read by another client, or the events after the requested id are no longer kept.",
+    ),
     "METHOD_NOT_ALLOWED": ErrorCodeInfo(405, False, "The route exists but not with this HTTP method."),
     "MODEL_NOT_SERVED": ErrorCodeInfo(
         404,
         False,
         "No pool (of the requested engine or placement) serves `model_ref`; the message names the served models. `placement.allow_fallback: true` runs the task on another model instead.",
+    ),
+    "STATE_UNAVAILABLE": ErrorCodeInfo(
+        503,
+        True,
+        "Scale-out mode: the shared state (Redis) cannot be reached, or it lost the task\u0027s state (restarted empty).",
+    ),
+    "INSTANCE_LOST": ErrorCodeInfo(
+        503,
+        True,
+        "Scale-out mode: the orchestrator instance that ran or queued the task died (its lease expired); another instance ended the task.",
     ),
 }
 

@@ -16,7 +16,6 @@ from importlib import resources
 from typing import Any
 
 from llama_orch_gen.contracts.config import OrchestratorConfig
-from llama_orch_gen.contracts.events import TaskEvent
 from llama_orch_gen.contracts.infer_request import InferRequest
 from llama_orch_gen.contracts.tables import ERROR_CODES
 from llama_orch_gen.contracts.task_request import TaskRequest
@@ -33,9 +32,13 @@ from llama_orch.adapters.base import AdapterRegistry
 from llama_orch.errors import ApiError
 from llama_orch.events import TokenRun
 from llama_orch.secrets import token_from_env
+from llama_orch.service.cluster import Cluster
 from llama_orch.service.middleware import BearerAuth, CorrelationId
 from llama_orch.service.orchestrator import Orchestrator
 from llama_orch.service.runs import TaskRun
+from llama_orch.service.state.batch import Batch
+from llama_orch.service.state.redis_state import RedisState
+from llama_orch.service.state.shared_pool import SharedPool
 from llama_orch.service.wire import infer_done, infer_line, infer_tokens, read_model, sse_frames
 
 __all__ = ["create_app", "openapi_document"]
@@ -57,19 +60,30 @@ def openapi_document() -> bytes:
 
 
 def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlette:
-    orch = Orchestrator(config, registry)
+    cluster: Cluster | None = None
+    if config.state_url:  # scale-out mode: the queue, slots, streams and cancels are shared in Redis
+        orch = Orchestrator(config, registry, SharedPool)
+        cluster = Cluster(orch, RedisState(config.state_url, config.state_password_env))
+    else:
+        orch = Orchestrator(config, registry)
     max_body = config.max_body_bytes or 1_048_576
     heartbeat_s = (config.sse_heartbeat_ms or 15_000) / 1000.0
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
         await orch.start()
+        if cluster is not None:
+            await cluster.start()
         try:
             yield
         finally:
+            if cluster is not None:
+                await cluster.stop()
             await orch.stop()
 
     async def submit(task: TaskRequest) -> TaskRun:
+        if cluster is not None:
+            return await cluster.submit(task)
         run = orch.submit(task)
         await asyncio.sleep(0)  # let the dispatched task send its engine request before the answer is written
         return run
@@ -93,12 +107,14 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
 
     async def cancel_task(request: Request) -> Response:
         task_id = _path_id(request, "task_id", "task")
-        if not orch.cancel(task_id):
+        if not (await cluster.cancel(task_id) if cluster is not None else orch.cancel(task_id)):
             raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
         return Response(status_code=204)
 
     async def get_session(request: Request) -> Response:
         session_id = _path_id(request, "session_id", "session")
+        if cluster is not None:
+            await cluster.sessions.load(session_id)
         session = orch.sessions.get(session_id)
         if session is None:
             raise ApiError("NOT_FOUND", f"no session {session_id!r}")
@@ -106,7 +122,7 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
 
     async def delete_session(request: Request) -> Response:
         session_id = _path_id(request, "session_id", "session")
-        if not orch.sessions.delete(session_id):
+        if not (await cluster.sessions.forget(session_id) if cluster is not None else orch.sessions.delete(session_id)):
             raise ApiError("NOT_FOUND", f"no session {session_id!r}")
         return Response(status_code=204)
 
@@ -124,13 +140,20 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         return Response(openapi_document(), media_type="application/json")
 
     async def stream_task(scope: Scope, receive: Receive, send: Send) -> None:
-        run = orch.attach(_path_id(Request(scope), "task_id", "task"))
+        request = Request(scope)
+        seen = _last_seen(request)
+        task_id = _path_id(request, "task_id", "task")
+        if cluster is not None:
+            await _shared_stream(cluster, task_id, seen, receive, send)
+            return
+        run = orch.attach(task_id, seen)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
             writer = _SseWriter(send, heartbeat_s)
-            await _until_disconnect(receive, writer.write(run, lambda: orch.detach(run)), writer.heartbeats())
+            batches = run.batches(seen)
+            await _until_disconnect(receive, writer.write(batches, lambda: orch.delivered(run)), writer.heartbeats())
         finally:
-            orch.detach(run)
+            orch.detach(run, resumable=True)
 
     async def infer(scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -138,12 +161,16 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
         except ApiError as error:
             orch.count_rejection(error, None)
             raise
-        run = orch.attach((await submit(_infer_task(request))).task_id)
+        task_id = (await submit(_infer_task(request))).task_id
+        if cluster is not None:
+            await _shared_infer(cluster, task_id, receive, send)
+            return
+        run = orch.attach(task_id)
         try:
             await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
-            await _until_disconnect(receive, _write_ndjson(run, send, lambda: orch.detach(run)))
+            await _until_disconnect(receive, _write_ndjson(run.batches(), send, lambda: orch.delivered(run)))
         finally:
-            orch.detach(run)
+            orch.detach(run, resumable=False)  # /infer has no resume: a client that leaves cancels at once
 
     routes = [
         Route("/v1/tasks", create_task, methods=["POST"]),
@@ -184,6 +211,40 @@ class _Asgi:
 # -- streams ---------------------------------------------------------------------------------------------------
 
 
+async def _shared_stream(cluster: Cluster, task_id: str, seen: int, receive: Receive, send: Send) -> None:
+    """Scale-out mode: the task's Redis stream, from whichever instance runs it; leaving holds it for a resume."""
+    batches = await cluster.open_stream(task_id, seen)
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        writer = _SseWriter(send, cluster.heartbeat_s)
+        await _until_disconnect(
+            receive, writer.write(batches, _nothing), writer.heartbeats(), cluster.keep_reading(task_id)
+        )
+    finally:
+        await cluster.reader_left(task_id)
+
+
+async def _shared_infer(cluster: Cluster, task_id: str, receive: Receive, send: Send) -> None:
+    """Scale-out mode `/infer`: as `_shared_stream`, but a client that leaves cancels at once (no resume)."""
+    batches = await cluster.open_stream(task_id, -1)
+    ended = False
+
+    def delivered() -> None:
+        nonlocal ended
+        ended = True
+
+    try:
+        await send({"type": "http.response.start", "status": 200, "headers": _NDJSON_HEADERS})
+        await _until_disconnect(receive, _write_ndjson(batches, send, delivered), cluster.keep_reading(task_id))
+    finally:
+        if not ended:
+            await cluster.cancel(task_id, "disconnect")
+
+
+def _nothing() -> None:
+    """Scale-out mode forgets a finished task by its stream's expiry, not when a reader got the end."""
+
+
 async def _until_disconnect(receive: Receive, writer: Awaitable[None], *helpers: Awaitable[None]) -> None:
     """Run `writer` (and its `helpers`, e.g. heartbeats) until it ends or the client disconnects (then it is
     canceled, which cancels the task)."""
@@ -214,11 +275,11 @@ class _SseWriter:
         self._last = asyncio.get_running_loop().time()
         self._done = False
 
-    async def write(self, run: TaskRun, delivered: Callable[[], None]) -> None:
+    async def write(self, batches: AsyncIterator[Batch], delivered: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
-        async for batch in run.batches():
-            self._done = batch[-1] is run.terminal if batch else False
-            await _send_batch(run, batch, sse_frames(batch), self._send, delivered)
+        async for batch in batches:
+            self._done = batch.final
+            await _send_batch(batch, sse_frames(batch.first, batch.items), self._send, delivered)
             self._last = loop.time()
 
     async def heartbeats(self) -> None:
@@ -232,11 +293,11 @@ class _SseWriter:
             await self._send({"type": "http.response.body", "body": _PING, "more_body": True})
 
 
-async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None]) -> None:
+async def _write_ndjson(batches: AsyncIterator[Batch], send: Send, delivered: Callable[[], None]) -> None:
     text: list[str] = []
-    async for batch in run.batches():
+    async for batch in batches:
         lines: list[bytes] = []
-        for item in batch:
+        for item in batch.items:
             if isinstance(item, TokenRun):
                 text += item.texts
                 lines.append(infer_tokens(item))
@@ -249,17 +310,24 @@ async def _write_ndjson(run: TaskRun, send: Send, delivered: Callable[[], None])
             elif root.event == "error":
                 status = ERROR_CODES[root.data.code].status
                 lines.append(infer_line({"error": f"{root.data.code}: {root.data.message}", "code": status}))
-        await _send_batch(run, batch, b"".join(lines), send, delivered)
+        await _send_batch(batch, b"".join(lines), send, delivered)
 
 
-async def _send_batch(
-    run: TaskRun, batch: list[TaskEvent | TokenRun], body: bytes, send: Send, delivered: Callable[[], None]
-) -> None:
+async def _send_batch(batch: Batch, body: bytes, send: Send, delivered: Callable[[], None]) -> None:
     """One write per batch; the batch with the terminal event also ends the response (one write, not two)."""
-    final = bool(batch) and batch[-1] is run.terminal
-    if final:
+    if batch.final:
         delivered()  # forget the task before the client can see the stream end and ask about it again
-    await send({"type": "http.response.body", "body": body, "more_body": not final})
+    await send({"type": "http.response.body", "body": body, "more_body": not batch.final})
+
+
+def _last_seen(request: Request) -> int:
+    """The number of the last event a resuming reader saw (`Last-Event-ID` wins over `?after=`); -1: none."""
+    text = request.headers.get("last-event-id") or request.query_params.get("after")
+    if text is None:
+        return -1
+    if not text.isdigit() or len(text) > 10:
+        raise ApiError("INVALID_PARAMS", f"not an event id: {text[:32]!r}", field="after")
+    return int(text)
 
 
 def _infer_task(request: InferRequest) -> TaskRequest:

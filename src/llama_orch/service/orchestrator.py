@@ -31,7 +31,7 @@ logger = logging.getLogger("llama_orch.service")
 
 
 class Orchestrator:
-    def __init__(self, config: OrchestratorConfig, registry: AdapterRegistry) -> None:
+    def __init__(self, config: OrchestratorConfig, registry: AdapterRegistry, pool_class: type[Pool] = Pool) -> None:
         self.config = config
         self.registry = registry
         self.metrics = Metrics()
@@ -41,7 +41,7 @@ class Orchestrator:
         self.buffer_events = config.stream_buffer_events or 1024
         self.health_interval_s = (config.health_interval_ms or 2000) / 1000.0
         self.pools: dict[str, Pool] = {
-            pool.id: Pool(
+            pool.id: pool_class(
                 pool,
                 [ReplicaState(registry.get(pool.id, r.id), r) for r in pool.replicas],
                 on_event=self._on_event,
@@ -95,24 +95,37 @@ class Orchestrator:
             await self._probe_all()
 
     async def _janitor_loop(self) -> None:
-        """Cancel tasks whose stream was never opened, forget finished ones nobody read, expire sessions."""
+        """Cancel tasks whose stream was never opened or whose reader left and did not resume, forget finished ones
+        nobody read, expire sessions."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(min(1.0, max(self.hold_s / 4, 0.05)))
             now = loop.time()
             for run in list(self.runs.values()):
-                if run.reader_attached or now - run.admitted_at < self.hold_s:
+                if run.reader_attached or now - run.idle_since < self.hold_s:
                     continue
                 if run.state == "done":
                     self.runs.pop(run.task_id, None)
                 else:
-                    self.cancel(run.task_id, "slow_consumer")
+                    self.cancel(run.task_id, run.idle_reason)
             self.sessions.sweep()
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
     def submit(self, task: TaskRequest) -> TaskRun:
         """Admit a validated task or raise `ApiError` (and count the rejection)."""
+        run, pool = self.prepare(task)
+        try:
+            pool.admit(run)
+        except ApiError as error:
+            self.count_rejection(error, pool.engine)
+            raise
+        self.runs[run.task_id] = run
+        self.count_admission(run, pool)
+        return run
+
+    def prepare(self, task: TaskRequest) -> tuple[TaskRun, Pool]:
+        """The run of a task and the pool it goes to, before admission; or `ApiError` (counted)."""
         engine: str | None = task.engine  # the label of a rejection: the pool's engine once one is chosen
         try:
             if self.draining:
@@ -136,11 +149,12 @@ class Orchestrator:
                     )
                 if session is not None and session.pool_id == pool.id and task.kv_hint != "cold":
                     run.affinity = session.replica_id
-            pool.admit(run)
         except ApiError as error:
             self.count_rejection(error, engine)
             raise
-        self.runs[run.task_id] = run
+        return run, pool
+
+    def count_admission(self, run: TaskRun, pool: Pool) -> None:
         self.metrics.inc(
             "tasks_enqueued_total",
             engine=pool.engine,
@@ -154,7 +168,6 @@ class Orchestrator:
             run.task_id,
             extra=_fields(run, queue_position=run.queue_position, predicted_start_ms=run.predicted_start_ms),
         )
-        return run
 
     def count_rejection(self, error: ApiError, engine: str | None) -> None:
         engine = engine or "unknown"
@@ -219,21 +232,34 @@ class Orchestrator:
             asyncio.get_running_loop().create_task(run.deliver_cancel())
         return True
 
-    def attach(self, task_id: str) -> TaskRun:
-        """The one reader of a task's stream."""
+    def attach(self, task_id: str, seen: int = -1) -> TaskRun:
+        """The one reader of a task's stream, reading the events after number `seen`."""
         run = self.runs.get(task_id)
         if run is None:
             raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
-        if run.reader_attached:
+        if run.reader_attached and seen < 0:  # a reader that resumes (seen >= 0) takes over from the old one
             raise ApiError("CONFLICT", f"task {task_id!r} already has a reader", task_id=task_id)
-        run.reader_attached = True
+        if not run.resumable(seen):
+            raise ApiError("CONFLICT", f"the events of task {task_id!r} after {seen} are no longer kept")
+        run.readers += 1
+        run.had_reader = True
         return run
 
-    def detach(self, run: TaskRun) -> None:
-        """The reader left: a task still going is canceled (its engine request closed); a finished one forgotten."""
+    def detach(self, run: TaskRun, *, resumable: bool) -> None:
+        """The reader left. A resumable stream waits `hold_s` for the reader to come back (the janitor cancels it
+        then); otherwise a task still going is canceled at once (its engine request closed) and forgotten."""
+        run.readers -= 1
+        run.idle_since = asyncio.get_running_loop().time()
+        if resumable:
+            return
         if run.state != "done":
             self.cancel(run.task_id, "disconnect")
         self.runs.pop(run.task_id, None)
+
+    def delivered(self, run: TaskRun) -> None:
+        """The reader got the terminal event: the task is forgotten."""
+        if self.runs.get(run.task_id) is run:
+            self.runs.pop(run.task_id)
 
     # -- accounting --------------------------------------------------------------------------------------------
 

@@ -2,7 +2,8 @@
 replica. Everything here runs on the event loop without awaiting between a decision and its effect, so admission,
 dispatch and cancel never race each other.
 
-Scale-out is more engine replicas (engines addressed by URL, on any host), not a cluster of orchestrators.
+Scale-out is more engine replicas (engines addressed by URL, on any host); many orchestrator instances share
+one queue and the replicas' slot counts in Redis through `SharedPool` (service/state/shared_pool.py).
 """
 
 from __future__ import annotations
@@ -187,35 +188,44 @@ class Pool:
 
     def admit(self, run: TaskRun) -> None:
         """Queue `run` (or refuse it with `ApiError`) and dispatch whatever can start now."""
-        if not self.ready:
-            errors = "; ".join(f"{r.id}: {r.last_error}" for r in self.replicas if r.last_error)
-            # Every replica refusing our credentials is a configuration fault, not a wait-and-retry condition.
-            auth = all(r.last_code == "UPSTREAM_AUTH" for r in self.replicas)
-            raise ApiError(
-                "UPSTREAM_AUTH" if auth else "POOL_UNREADY",
-                f"pool {self.id!r} has no ready replica" + (f" ({errors})" if errors else ""),
-                retry_after_ms=_RETRY_AFTER_MS,
-                pool_id=self.id,
-            )
+        self.check_ready()
         if self.depth >= self.capacity and not self._room_now():
             # drop-lru evicts the oldest task of the newcomer's rank or lower, never one that outranks it.
             victims = self.lanes["batch"] or (self.lanes["interactive"] if run.priority == "interactive" else None)
             if self.policy == "reject" or not victims:
-                raise ApiError(
-                    "ADMISSION_REJECT",
-                    f"pool {self.id!r} queue is full ({self.capacity} waiting)",
-                    retry_after_ms=self._backoff_ms(),
-                    policy_label=self.policy,
-                    pool_id=self.id,
-                )
+                raise self.full(self.depth)
             victim = victims.popleft()
             self._drop(victim, "QUEUE_FULL_DROP_LRU", "dropped from a full queue (drop-lru) for a newer task")
         ahead = len(self.lanes["interactive"]) + (len(self.lanes["batch"]) if run.priority == "batch" else 0)
         run.queue_position = ahead
-        run.predicted_start_ms = self._predict_ms(ahead)
+        run.predicted_start_ms = self.predict_ms(ahead)
         self.lanes[run.priority].append(run)
         self.dispatch()
         self._arm_expiry(run)
+
+    def check_ready(self) -> None:
+        """Refuse with `ApiError` when no replica is ready."""
+        if self.ready:
+            return
+        errors = "; ".join(f"{r.id}: {r.last_error}" for r in self.replicas if r.last_error)
+        # Every replica refusing our credentials is a configuration fault, not a wait-and-retry condition.
+        auth = all(r.last_code == "UPSTREAM_AUTH" for r in self.replicas)
+        raise ApiError(
+            "UPSTREAM_AUTH" if auth else "POOL_UNREADY",
+            f"pool {self.id!r} has no ready replica" + (f" ({errors})" if errors else ""),
+            retry_after_ms=_RETRY_AFTER_MS,
+            pool_id=self.id,
+        )
+
+    def full(self, depth: int) -> ApiError:
+        """The refusal of a newcomer to a full queue (`depth` tasks waiting)."""
+        return ApiError(
+            "ADMISSION_REJECT",
+            f"pool {self.id!r} queue is full ({self.capacity} waiting)",
+            retry_after_ms=max(_RETRY_AFTER_MS, self.predict_ms(depth)),
+            policy_label=self.policy,
+            pool_id=self.id,
+        )
 
     def _arm_expiry(self, run: TaskRun) -> None:
         if run.state == "queued" and run.deadline_at is not None:
@@ -235,14 +245,11 @@ class Pool:
     def _room_now(self) -> bool:
         return self.depth == 0 and any(r.has_room for r in self.replicas)
 
-    def _predict_ms(self, ahead: int) -> int:
+    def predict_ms(self, ahead: int) -> int:
         if ahead == 0 and any(r.has_room for r in self.replicas):
             return 0
         slots = sum(r.max_inflight for r in self.replicas if r.ready) or 1
         return int((ahead + 1) * self.service_ms / slots)
-
-    def _backoff_ms(self) -> int:
-        return max(_RETRY_AFTER_MS, self._predict_ms(self.depth))
 
     def remove(self, run: TaskRun) -> bool:
         """Take a queued run out of its lane (cancel before dispatch)."""
@@ -268,13 +275,17 @@ class Pool:
                         return
                     continue  # this run waits for its own replica (session affinity); others may go
                 lane.remove(run)
-                if run.expiry is not None:
-                    run.expiry.cancel()
-                replica.inflight += 1
-                replica.last_dispatch = next(_dispatch_order)
-                job = asyncio.get_running_loop().create_task(self._execute(run, replica))
-                self._running.add(job)
-                job.add_done_callback(self._running.discard)
+                self.start(run, replica)
+
+    def start(self, run: TaskRun, replica: ReplicaState) -> None:
+        """Run `run` on `replica`, whose slot it now holds."""
+        if run.expiry is not None:
+            run.expiry.cancel()
+        replica.inflight += 1
+        replica.last_dispatch = next(_dispatch_order)
+        job = asyncio.get_running_loop().create_task(self._execute(run, replica))
+        self._running.add(job)
+        job.add_done_callback(self._running.discard)
 
     def _pick(self, run: TaskRun) -> ReplicaState | None:
         candidates = [r for r in self.replicas if r.has_room and r.id not in run.tried]
@@ -304,6 +315,7 @@ class Pool:
             attempt = Attempt()
         finally:
             replica.inflight -= 1
+        await self.freed(run, replica)
         if attempt.failed_before_start is None:
             self.service_ms = 0.8 * self.service_ms + 0.2 * (loop.time() - began) * 1000.0
         else:
@@ -350,14 +362,22 @@ class Pool:
         )
         if run.cancel_reason is None and any(r.ready and r.id not in run.tried for r in self.replicas):
             run.state = "queued"
-            self.lanes[run.priority].appendleft(run)
-            self._arm_expiry(run)
+            self.requeue(run)
             return
         if len(run.tried) > 1:
             message = f"every replica of pool {self.id!r} failed ({len(run.tried)} tried); last: {error.message}"
             run.fail("REPLICA_EXHAUSTED", message, lambda event: self.on_event(run, replica, event))
         else:
             run.fail(error.code, error.message, lambda event: self.on_event(run, replica, event))
+
+    async def freed(self, run: TaskRun, replica: ReplicaState) -> None:
+        """`run` gave its slot on `replica` back (counted in `replica.inflight` here; `SharedPool` counts it in
+        Redis too)."""
+
+    def requeue(self, run: TaskRun) -> None:
+        """A run no replica started goes back first in its lane."""
+        self.lanes[run.priority].appendleft(run)
+        self._arm_expiry(run)
 
     # -- health ------------------------------------------------------------------------------------------------
 

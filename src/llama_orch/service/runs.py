@@ -6,6 +6,10 @@ most one engine read's tokens more) wait for the reader. When the buffer is full
 and the engine is read no faster than the client (tokens are never dropped). If the reader makes no progress for
 `hold_s` (or never opens the stream), the engine request is canceled and the task ends with `error`
 SLOW_CONSUMER, so an idle client never holds an engine slot.
+
+Every event has a number in the task's stream (the SSE `id:`). Events already read stay kept (up to `capacity`
+of them), so a reader that lost its connection resumes after the last number it saw; a reader that leaves and
+does not come back within `hold_s` has its task canceled (the orchestrator's janitor does that).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from llama_orch import events
 from llama_orch.adapters.base import WorkerAdapter
 from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.events import TokenRun
+from llama_orch.service.state.batch import Batch, Item, size
 
 __all__ = ["Attempt", "CancelReason", "TaskRun", "error_event"]
 
@@ -58,9 +63,16 @@ class TaskRun:
         "state",
         "adapter",
         "terminal",
-        "reader_attached",
+        "readers",
+        "_reader_epoch",
+        "had_reader",
+        "idle_since",
         "dropped_metrics",
         "_buffer",
+        "_buffer_first",
+        "_next",
+        "_kept",
+        "_kept_events",
         "_pending",
         "_capacity",
         "_hold_s",
@@ -74,14 +86,21 @@ class TaskRun:
     )
 
     def __init__(
-        self, task: TaskRequest, pool_id: str, *, capacity: int, hold_s: float, queue_position: int, predicted_ms: int
+        self,
+        task: TaskRequest,
+        pool_id: str,
+        *,
+        capacity: int,
+        hold_s: float,
+        queue_position: int,
+        predicted_ms: int,
+        admitted_at: float | None = None,  # event-loop time; default now (another instance may have admitted it)
     ) -> None:
         self.task = task
         self.task_id: str = task.task_id or ""
         self.pool_id = pool_id
         self.priority: str = task.priority or "interactive"
-        loop = asyncio.get_running_loop()
-        self.admitted_at = loop.time()
+        self.admitted_at = asyncio.get_running_loop().time() if admitted_at is None else admitted_at
         # End-to-end from admission: time in the queue counts against the task's deadline.
         self.deadline_at = None if task.deadline_ms is None else self.admitted_at + task.deadline_ms / 1000.0
         self.expiry: asyncio.TimerHandle | None = None  # ends the run if its deadline passes in the queue
@@ -90,9 +109,16 @@ class TaskRun:
         self.state: State = "queued"
         self.adapter: WorkerAdapter | None = None
         self.terminal: TaskEvent | None = None
-        self.reader_attached = False
+        self.readers = 0  # connections reading the stream; a resuming one takes over from one not yet seen gone
+        self._reader_epoch = 0
+        self.had_reader = False
+        self.idle_since = self.admitted_at  # since when no reader is attached
         self.dropped_metrics = 0
-        self._buffer: deque[TaskEvent | TokenRun] = deque()
+        self._buffer: deque[Item] = deque()  # not read yet
+        self._buffer_first = 0  # the number of the buffer's first event
+        self._next = 0  # the number of the next event
+        self._kept: deque[tuple[int, Item]] = deque()  # read, kept for a reader that resumes
+        self._kept_events = 0
         self._pending = 0  # events in the buffer (a TokenRun counts its tokens)
         self._capacity = capacity
         self._hold_s = hold_s
@@ -167,17 +193,19 @@ class TaskRun:
                 async with asyncio.timeout(self._hold_s):
                     await self._space.wait()
             except TimeoutError:
-                self.cancel("slow_consumer")
+                self.cancel(self.idle_reason)
                 await self._send_cancel()
                 break  # the relay ends at its next step; the terminal event bypasses the bound
         self._buffer.append(item)
         self._pending += events
+        self._next += events
         self._readable.set()
 
     def _finish(self, terminal: TaskEvent, on_event: Callable[[TaskEvent], None]) -> None:
         self.state = "done"
         self.terminal = terminal
         self._buffer.append(terminal)
+        self._next += 1
         self._readable.set()
         _account(on_event, terminal)
 
@@ -205,6 +233,15 @@ class TaskRun:
     def cancel_reason(self) -> str | None:
         return self._cancel
 
+    @property
+    def reader_attached(self) -> bool:
+        return self.readers > 0
+
+    @property
+    def idle_reason(self) -> CancelReason:
+        """Why a task nobody reads is canceled: its reader left (and did not resume), or it never read or stalled."""
+        return "disconnect" if self.had_reader and not self.reader_attached else "slow_consumer"
+
     async def _send_cancel(self) -> None:
         if self.adapter is not None and not self._cancel_sent:
             self._cancel_sent = await self.adapter.cancel(self.task_id)
@@ -229,22 +266,44 @@ class TaskRun:
 
     # -- reader side -------------------------------------------------------------------------------------------
 
-    async def batches(self) -> AsyncIterator[list[TaskEvent | TokenRun]]:
-        """Everything buffered, as it arrives, in batches (one write per batch); ends after the terminal event."""
+    def resumable(self, seen: int) -> bool:
+        """Whether every event after number `seen` is still here (-1: from the first event)."""
+        oldest = self._kept[0][0] if self._kept else self._buffer_first
+        return seen + 1 >= oldest
+
+    async def batches(self, seen: int = -1) -> AsyncIterator[Batch]:
+        """The events after number `seen`, as they arrive, in batches (one write per batch); ends after the
+        terminal event. The kept events come first to a reader that resumes. A newer call takes over: this one
+        then ends (its connection is one the client already left)."""
+        self._reader_epoch += 1
+        epoch = self._reader_epoch
+        if self._kept and self._kept[-1][0] + size(self._kept[-1][1]) > seen + 1:
+            yield Batch(self._kept[0][0], [item for _, item in self._kept], False).after(seen)
         while True:
             await self._readable.wait()
-            batch = list(self._buffer)
+            if epoch != self._reader_epoch:
+                return
+            batch = Batch(
+                self._buffer_first, list(self._buffer), bool(self._buffer) and self._buffer[-1] is self.terminal
+            )
+            self._keep(batch)
             self._buffer.clear()
+            self._buffer_first = self._next
             self._pending = 0
             self._readable.clear()
             self._space.set()
-            yield batch
-            if batch and batch[-1] is self.terminal:
+            yield batch.after(seen)
+            if batch.final:
                 return
 
-    @property
-    def finished_and_drained(self) -> bool:
-        return self.state == "done" and not self._buffer
+    def _keep(self, batch: Batch) -> None:
+        number = batch.first
+        for item in batch.items:
+            self._kept.append((number, item))
+            number += size(item)
+            self._kept_events += size(item)
+        while self._kept and self._kept_events - size(self._kept[0][1]) >= self._capacity:
+            self._kept_events -= size(self._kept.popleft()[1])
 
 
 def _account(on_event: Callable[[TaskEvent], None], event: TaskEvent) -> None:

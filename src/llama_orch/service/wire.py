@@ -74,18 +74,22 @@ def _first_null(data: Any, path: str) -> str | None:
     return None
 
 
-def sse_frames(items: Iterable[TaskEvent | TokenRun]) -> bytes:
-    """`event: <name>\\ndata: <json>\\n\\n` per event, joined for one write. (An engine's JSON can decode to a lone
-    surrogate, which UTF-8 cannot carry: it becomes "?" rather than breaking the stream.)"""
+def sse_frames(first: int, items: Iterable[TaskEvent | TokenRun]) -> bytes:
+    """`id: <n>\\nevent: <name>\\ndata: <json>\\n\\n` per event, numbered from `first`, joined for one write. (An
+    engine's JSON can decode to a lone surrogate, which UTF-8 cannot carry: it becomes "?" rather than breaking the
+    stream.)"""
     parts: list[str] = []
+    number = first
     for item in items:
         if isinstance(item, TokenRun):
             parts += [
-                f'event: token\ndata: {{"t":{_json_string(text)},"i":{index}}}\n\n'
-                for index, text in enumerate(item.texts, item.first)
+                f'id: {number + k}\nevent: token\ndata: {{"t":{_json_string(text)},"i":{item.first + k}}}\n\n'
+                for k, text in enumerate(item.texts)
             ]
+            number += len(item.texts)
         else:
-            parts.append(f"event: {item.root.event}\ndata: {_payload(item.root.data)}\n\n")
+            parts.append(f"id: {number}\nevent: {item.root.event}\ndata: {_payload(item.root.data)}\n\n")
+            number += 1
     return "".join(parts).encode("utf-8", "replace")
 
 

@@ -12,6 +12,8 @@ from typing import (
 from attrs import define as _attrs_define
 from attrs import field as _attrs_field
 
+from ..types import UNSET, Unset
+
 T = TypeVar("T", bound="TokenFrame")
 
 
@@ -19,12 +21,16 @@ T = TypeVar("T", bound="TokenFrame")
 class TokenFrame:
     event: Literal["token"]
     data: str
+    id: str | Unset = UNSET
+    """ The event's number in the task's stream, from 0. """
     additional_properties: dict[str, Any] = _attrs_field(init=False, factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         event = self.event
 
         data = self.data
+
+        id = self.id
 
         field_dict: dict[str, Any] = {}
         field_dict.update(self.additional_properties)
@@ -34,6 +40,8 @@ class TokenFrame:
                 "data": data,
             }
         )
+        if id is not UNSET:
+            field_dict["id"] = id
 
         return field_dict
 
@@ -46,9 +54,12 @@ class TokenFrame:
 
         data = d.pop("data")
 
+        id = d.pop("id", UNSET)
+
         token_frame = cls(
             event=event,
             data=data,
+            id=id,
         )
 
         token_frame.additional_properties = d

@@ -18,20 +18,34 @@ from llama_orch_gen._streaming import (
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error_envelope import ErrorEnvelope
-from ...types import Response
+from ...types import UNSET, Response, Unset
 
 
 def _get_kwargs(
     task_id: str,
+    *,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> dict[str, Any]:
+    headers: dict[str, Any] = {}
+    if not isinstance(last_event_id, Unset):
+        headers["Last-Event-ID"] = last_event_id
+
+    params: dict[str, Any] = {}
+
+    params["after"] = after
+
+    params = {k: v for k, v in params.items() if v is not UNSET and v is not None}
 
     _kwargs: dict[str, Any] = {
         "method": "get",
         "url": "/v1/tasks/{task_id}/stream".format(
             task_id=quote(str(task_id), safe=""),
         ),
+        "params": params,
     }
 
+    _kwargs["headers"] = headers
     return _kwargs
 
 
@@ -39,6 +53,11 @@ def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Res
     if response.status_code == 200:
         response_200 = response.text
         return response_200
+
+    if response.status_code == 400:
+        response_400 = ErrorEnvelope.from_dict(response.json())
+
+        return response_400
 
     if response.status_code == 401:
         response_401 = ErrorEnvelope.from_dict(response.json())
@@ -74,17 +93,24 @@ def sync_detailed(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
-    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
-    standard
-    says so). The stream may be opened after submit;
-    events are held until then for a bounded time. Closing the connection cancels the task.
+     Frames are `id: <n>` + `event: <name>` + `data: <json>` + a blank line, where `n` numbers the task's
+    events from 0. While no frame was sent for `sse_heartbeat_ms` (default 15 s) a comment frame `:
+    ping` is
+    sent; clients skip it (the SSE standard says so). The stream may be opened after submit; events are
+    held
+    until then for a bounded time. A client that loses the connection reconnects (to any instance in
+    scale-out mode) with `Last-Event-ID: <n>` or `?after=<n>` and gets exactly the events after `n`. A
+    client that disconnects and does not come back within `stream_hold_ms` has its task canceled.
 
     Args:
         task_id (str):
+        after (int | Unset):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -96,6 +122,8 @@ def sync_detailed(
 
     kwargs = _get_kwargs(
         task_id=task_id,
+        after=after,
+        last_event_id=last_event_id,
     )
 
     response = client.get_httpx_client().request(
@@ -109,17 +137,24 @@ def sync(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
-    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
-    standard
-    says so). The stream may be opened after submit;
-    events are held until then for a bounded time. Closing the connection cancels the task.
+     Frames are `id: <n>` + `event: <name>` + `data: <json>` + a blank line, where `n` numbers the task's
+    events from 0. While no frame was sent for `sse_heartbeat_ms` (default 15 s) a comment frame `:
+    ping` is
+    sent; clients skip it (the SSE standard says so). The stream may be opened after submit; events are
+    held
+    until then for a bounded time. A client that loses the connection reconnects (to any instance in
+    scale-out mode) with `Last-Event-ID: <n>` or `?after=<n>` and gets exactly the events after `n`. A
+    client that disconnects and does not come back within `stream_hold_ms` has its task canceled.
 
     Args:
         task_id (str):
+        after (int | Unset):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -132,6 +167,8 @@ def sync(
     return sync_detailed(
         task_id=task_id,
         client=client,
+        after=after,
+        last_event_id=last_event_id,
     ).parsed
 
 
@@ -139,17 +176,24 @@ async def asyncio_detailed(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> Response[ErrorEnvelope | str]:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
-    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
-    standard
-    says so). The stream may be opened after submit;
-    events are held until then for a bounded time. Closing the connection cancels the task.
+     Frames are `id: <n>` + `event: <name>` + `data: <json>` + a blank line, where `n` numbers the task's
+    events from 0. While no frame was sent for `sse_heartbeat_ms` (default 15 s) a comment frame `:
+    ping` is
+    sent; clients skip it (the SSE standard says so). The stream may be opened after submit; events are
+    held
+    until then for a bounded time. A client that loses the connection reconnects (to any instance in
+    scale-out mode) with `Last-Event-ID: <n>` or `?after=<n>` and gets exactly the events after `n`. A
+    client that disconnects and does not come back within `stream_hold_ms` has its task canceled.
 
     Args:
         task_id (str):
+        after (int | Unset):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -161,6 +205,8 @@ async def asyncio_detailed(
 
     kwargs = _get_kwargs(
         task_id=task_id,
+        after=after,
+        last_event_id=last_event_id,
     )
 
     response = await client.get_async_httpx_client().request(**kwargs)
@@ -172,17 +218,24 @@ async def asyncio(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> ErrorEnvelope | str | None:
     """The task's events as Server-Sent Events.
 
-     Frames are `event: <name>` + `data: <json>` + a blank line. While no frame was sent for
-    `sse_heartbeat_ms` (default 15 s) a comment frame `: ping` is sent; clients skip it (the SSE
-    standard
-    says so). The stream may be opened after submit;
-    events are held until then for a bounded time. Closing the connection cancels the task.
+     Frames are `id: <n>` + `event: <name>` + `data: <json>` + a blank line, where `n` numbers the task's
+    events from 0. While no frame was sent for `sse_heartbeat_ms` (default 15 s) a comment frame `:
+    ping` is
+    sent; clients skip it (the SSE standard says so). The stream may be opened after submit; events are
+    held
+    until then for a bounded time. A client that loses the connection reconnects (to any instance in
+    scale-out mode) with `Last-Event-ID: <n>` or `?after=<n>` and gets exactly the events after `n`. A
+    client that disconnects and does not come back within `stream_hold_ms` has its task canceled.
 
     Args:
         task_id (str):
+        after (int | Unset):
+        last_event_id (str | Unset):
 
     Raises:
         errors.UnexpectedStatus: If the server returns an undocumented status code and Client.raise_on_unexpected_status is True.
@@ -196,6 +249,8 @@ async def asyncio(
         await asyncio_detailed(
             task_id=task_id,
             client=client,
+            after=after,
+            last_event_id=last_event_id,
         )
     ).parsed
 
@@ -225,6 +280,8 @@ def stream(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> SyncStream[_item_models.TaskEvent]:
     """Open the stream and return an iterator of typed items (`with` it, or iterate it to the end, to close it).
 
@@ -234,6 +291,8 @@ def stream(
     """
     kwargs = _get_kwargs(
         task_id=task_id,
+        after=after,
+        last_event_id=last_event_id,
     )
     return open_stream(client.get_httpx_client(), kwargs, STREAM_FORMAT, lambda r: _parse_stream_refusal(r, client))
 
@@ -242,10 +301,14 @@ async def astream(
     task_id: str,
     *,
     client: AuthenticatedClient | Client,
+    after: int | Unset = UNSET,
+    last_event_id: str | Unset = UNSET,
 ) -> AsyncStream[_item_models.TaskEvent]:
     """Async twin of `stream`; `await s.aclose()` (or `async with`) closes the connection."""
     kwargs = _get_kwargs(
         task_id=task_id,
+        after=after,
+        last_event_id=last_event_id,
     )
     return await aopen_stream(
         client.get_async_httpx_client(), kwargs, STREAM_FORMAT, lambda r: _parse_stream_refusal(r, client)

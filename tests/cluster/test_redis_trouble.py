@@ -1,0 +1,86 @@
+"""Redis trouble is a clear answer, never a hang: two real instances, a real redis-server killed (-9) and
+restarted empty on the same port."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.cluster.instances import (
+    GUARD_S,
+    LONG,
+    Frame,
+    Process,
+    engine_idle,
+    frames,
+    instance,
+    one_terminal,
+    pool_config,
+    simulator,
+)
+from tests.support.redis_server import RedisServer
+
+
+@pytest.fixture  # per test, over the module's: each test kills and restarts Redis
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer().start()
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def engine() -> Iterator[Process]:
+    sim = simulator(delay_ms=10)
+    yield sim
+    sim.stop()
+
+
+@pytest.fixture
+def pair(tmp_path: Path, engine: Process, redis_server: RedisServer) -> Iterator[list[Process]]:
+    config = pool_config(tmp_path, engine.url)
+    started = [instance(name, config, redis_server.url) for name in ("A", "B")]
+    yield started
+    for process in started:
+        process.stop()
+
+
+def test_redis_down_is_a_503_and_up_again_is_accepted(pair: list[Process], redis_server: RedisServer) -> None:
+    a, b = pair
+    redis_server.kill()
+    began = time.monotonic()
+    answer = httpx.post(f"{a.url}/v1/tasks", json={"prompt": "x", "max_tokens": 3}, timeout=GUARD_S)
+    answered_after = time.monotonic() - began
+    assert answer.status_code == 503 and answer.json()["code"] == "STATE_UNAVAILABLE", answer.text
+    assert int(answer.headers["Retry-After"]) >= 1
+    assert answered_after < 3.0, f"answered after {answered_after:.1f}s"
+    redis_server.start()
+    deadline = time.monotonic() + 15.0
+    while (
+        answer := httpx.post(f"{b.url}/v1/tasks", json={"prompt": "x", "max_tokens": 3}, timeout=5)
+    ).status_code != 202:
+        assert time.monotonic() < deadline, f"not accepted again within 15 s: {answer.text}"
+        time.sleep(0.2)
+    with httpx.stream("GET", f"{a.url}/v1/tasks/{answer.json()['task_id']}/stream", timeout=GUARD_S) as stream:
+        assert one_terminal(list(frames(stream))).event == "end"
+
+
+def test_redis_restarted_empty_ends_the_tasks_it_lost(
+    pair: list[Process], redis_server: RedisServer, engine: Process
+) -> None:
+    a, b = pair
+    answer = httpx.post(f"{a.url}/v1/tasks", json=LONG, timeout=GUARD_S)
+    assert answer.status_code == 202, answer.text
+    events: list[Frame] = []
+    with httpx.stream("GET", f"{b.url}/v1/tasks/{answer.json()['task_id']}/stream", timeout=GUARD_S) as stream:
+        for frame in frames(stream):
+            events.append(frame)
+            if sum(f.event == "token" for f in events) == 3:
+                redis_server.kill()
+                redis_server.start()
+    terminal = one_terminal(events)
+    assert terminal.event == "error" and terminal.data["code"] == "STATE_UNAVAILABLE", terminal
+    assert engine_idle(engine, 5.0), "the engine still runs the task Redis lost"
