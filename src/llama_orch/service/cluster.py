@@ -40,6 +40,7 @@ __all__ = ["Cluster"]
 logger = logging.getLogger("llama_orch.service")
 
 _LEASE_EVERY_S = 1.0
+_RETRY_S = 0.5  # between attempts to write a terminal entry while Redis is away
 _RECENT_CANCELS = 4096  # cancels heard for tasks not (yet) running here: a claim that raced its cancel sees it
 _CANCEL_REASONS = frozenset(get_args(CancelReason))
 
@@ -209,25 +210,38 @@ class Cluster:
     # -- streams -----------------------------------------------------------------------------------------------
 
     async def _pump(self, run: TaskRun) -> None:
-        """Copy the run's batches to its Redis stream (one entry per engine read); the terminal one only once. A
-        run whose stream cannot be written is canceled, and still read to its end (so the engine call ends now)."""
-        writing = True
+        """Copy the run's batches to its Redis stream (one entry per engine read). A run whose stream cannot be
+        written is canceled (the engine call ends now) and its stream ends with STATE_UNAVAILABLE, not with what the
+        cancel made of it: the client did not cancel."""
+        lost: Item | None = None
         try:
             async for batch in run.batches():
                 if self.orch.runs.get(run.task_id) is not run:
                     return  # requeued: another attempt writes the stream
-                try:
-                    if batch.final:
-                        await self.state.finish(run.task_id, batch.items)
-                    elif writing and not await self.state.append(run.task_id, batch):
-                        raise ApiError("STATE_UNAVAILABLE", "the task ended elsewhere or was lost by Redis")
-                except ApiError as error:
-                    if writing:
+                if batch.final:
+                    await self._write_terminal(run.task_id, batch.items if lost is None else [lost])
+                elif lost is None:
+                    try:
+                        if not await self.state.append(run.task_id, batch):
+                            raise ApiError("STATE_UNAVAILABLE", "the task ended elsewhere or was lost by Redis")
+                    except ApiError as error:
                         logger.warning("cannot write the stream of task %s: %s", run.task_id, error.message)
+                        lost = error_event(
+                            "STATE_UNAVAILABLE", f"the task's events could not be shared: {error.message}", None
+                        )
                         self.orch.cancel(run.task_id, "shutdown")
-                    writing = False
         finally:
             self.orch.delivered(run)
+
+    async def _write_terminal(self, task_id: str, items: list[Item]) -> None:
+        """Written once Redis answers again, however long it is away: readers waiting on the stream get it then."""
+        while True:
+            try:
+                await self.state.finish(task_id, items)
+                return
+            except ApiError as error:
+                logger.warning("cannot end the stream of task %s yet: %s", task_id, error.message)
+                await asyncio.sleep(_RETRY_S)
 
     async def open_stream(self, task_id: str, seen: int) -> AsyncIterator[Batch]:
         """The events after number `seen`, from any instance; `ApiError` NOT_FOUND / CONFLICT before the first."""
