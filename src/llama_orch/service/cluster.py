@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import suppress
@@ -57,7 +56,7 @@ class Cluster:
     def __init__(self, orch: Orchestrator, state: RedisState) -> None:
         self.orch = orch
         self.state = state
-        self.instance = f"{uuid.uuid4().hex[:12]}"
+        self.instance = orch.instance_id
         self.hold_ms = int(orch.hold_s * 1000)
         self.heartbeat_s = (orch.config.sse_heartbeat_ms or 15_000) / 1000.0
         self._loops: list[asyncio.Task[None]] = []
@@ -262,6 +261,21 @@ class Cluster:
         """The owner cancels the task if no reader is back within `stream_hold_ms` from now."""
         with suppress(ApiError):
             await self.state.reader_present(task_id, self.hold_ms)
+
+    # -- metrics ---------------------------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """The cluster gauges as Redis holds them now (on a Redis failure the last figures stay)."""
+        for pool_id in self.orch.pools:
+            try:
+                depths, inflight = await self.state.gauges(pool_id)
+            except ApiError as error:
+                logger.debug("cluster gauges of pool %s: %s", pool_id, error.message)
+                continue
+            for priority, depth in depths.items():
+                self.orch.metrics.set("cluster_queue_depth", depth, pool_id=pool_id, priority=priority)
+            for replica_id, count in inflight.items():
+                self.orch.metrics.set("cluster_inflight", count, pool_id=pool_id, replica_id=replica_id)
 
     # -- cancel ------------------------------------------------------------------------------------------------
 

@@ -105,6 +105,7 @@ def _lease(instance: str) -> str:
 
 
 _RUNNING = PREFIX + "running"
+_PRIORITIES = ("interactive", "batch")
 
 
 class RedisState:
@@ -180,6 +181,15 @@ class RedisState:
     async def unqueue(self, task_id: str, pool: str, priority: str) -> bool:
         """Take a queued task out of its lane (cancel before it ran); True when it was there."""
         return bool(await self.call(self.client.lrem(_lane(pool, priority), 1, task_id)))
+
+    async def gauges(self, pool: str) -> tuple[dict[str, int], dict[str, int]]:
+        """The pool's queue depth per priority and its running tasks per replica."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for priority in _PRIORITIES:
+                pipe.llen(_lane(pool, priority))
+            pipe.hgetall(_counts(pool))
+            *depths, counts = await self.call(pipe.execute())
+        return dict(zip(_PRIORITIES, map(int, depths), strict=True)), {r: int(n) for r, n in counts.items()}
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
