@@ -263,10 +263,9 @@ class Cluster:
             queue = asyncio.Queue()
             self._local.setdefault(task_id, set()).add(queue)  # before the history: no batch falls in between
         try:
-            start = await self.state.open(task_id, seen, self.hold_ms)
+            start, history = await self.state.open(task_id, seen, self.hold_ms, history=queue is not None)
             if queue is None:
                 return self.state.read(task_id, start, seen, _LOST)
-            history = await self.state.history(task_id, start, seen)
         except BaseException:
             self._unsubscribe(task_id, queue)
             raise
@@ -287,7 +286,7 @@ class Cluster:
                 seen = max(seen, batch.next - 1)
                 if batch.final:
                     return
-            start = await self.state.open(task_id, seen, self.hold_ms)  # the task left this instance
+            start, _ = await self.state.open(task_id, seen, self.hold_ms)  # the task left this instance
             async for rest in self.state.read(task_id, start, seen, _LOST):
                 yield rest
         finally:

@@ -228,26 +228,22 @@ class RedisState:
         keys = [task_key(task_id), _stream(task_id)]
         return bool(await self.call(self._finish(keys=keys, args=[encode(items), DONE_TTL_MS, STREAM_MAXLEN])))
 
-    async def open(self, task_id: str, seen: int, hold_ms: int) -> str:
+    async def open(self, task_id: str, seen: int, hold_ms: int, *, history: bool = False) -> tuple[str, list[Batch]]:
         """Open the task's stream for a reader (present for `hold_ms` from now): where its events after number
-        `seen` start, for `history` and `read`. NOT_FOUND for an unknown task; CONFLICT when those events are no
-        longer kept."""
+        `seen` start (for `read`) and, with `history`, those written so far. NOT_FOUND for an unknown task;
+        CONFLICT when those events are no longer kept."""
         keys = [task_key(task_id), _reader(task_id), _stream(task_id)]
-        answer = await self.call(self._open(keys=keys, args=[seen, max(hold_ms, 1)]))
+        answer = await self.call(self._open(keys=keys, args=[seen, max(hold_ms, 1), int(history)]))
         if answer is None:
             raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
-        start, oldest = answer
+        start, oldest, entries = answer
         if int(oldest) > seen + 1:
             raise ApiError("CONFLICT", f"the events of task {task_id!r} after {seen} are no longer kept")
-        return str(start)
-
-    async def history(self, task_id: str, start: str, seen: int) -> list[Batch]:
-        """The events after number `seen` written so far (from `open`'s `start`), without waiting for more."""
-        entries = await self.call(self.client.xrange(_stream(task_id), start, "+"))  # inclusive, unlike XREAD's
-        return [_batch(fields).after(seen) for _, fields in entries]
+        return str(start), [_batch(dict(zip(f[::2], f[1::2], strict=True))).after(seen) for _, f in entries]
 
     async def read(self, task_id: str, start: str, seen: int, lost: Item) -> AsyncIterator[Batch]:
-        """The task's events after number `seen` (from `open`'s `start`), in entries as they come. A task whose keys
+        """The task's events after number `seen` (from `open`'s `start`), in entries as they come (from the first one
+        after `start`: XREAD excludes it). A task whose keys
         vanished (Redis restarted empty) ends with `lost`."""
         stream = _stream(task_id)
         number = seen + 1

@@ -171,9 +171,10 @@ return terminal(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5])
 """
 )
 
-# KEYS: task, reader presence, stream. ARGV: seen (-1: from the first event), hold ms. A reader opens the task's
-# stream in one round trip: nil for an unknown task (nothing is created for it), else {where to read from (just
-# before the entry holding event seen + 1), the first event number still kept (-1: none yet)}.
+# KEYS: task, reader presence, stream. ARGV: seen (-1: from the first event), hold ms, 1 to return the entries
+# already written. A reader opens the task's stream in one round trip: nil for an unknown task (nothing is created
+# for it), else {where to read from (just before the entry holding event seen + 1), the first event number still
+# kept (-1: none yet), the entries from there (when asked)}.
 OPEN = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
 redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
@@ -189,5 +190,7 @@ if seen >= 0 then
   if entry then start = first(entry) .. '-0' end
 end
 local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
-return {start, oldest and first(oldest) or -1}
+local entries = {}
+if ARGV[3] == '1' then entries = redis.call('XRANGE', KEYS[3], start, '+') end
+return {start, oldest and first(oldest) or -1, entries}
 """
