@@ -42,6 +42,7 @@ _LEASE_EVERY_S = 1.0
 _RETRY_S = 0.5  # between attempts to write a terminal entry while Redis is away
 _RECENT_CANCELS = 4096  # cancels heard for tasks not (yet) running here: a claim that raced its cancel sees it
 _CANCEL_REASONS = frozenset(get_args(CancelReason))
+_DEADLINE_PASSED = "the task deadline passed while it waited in the queue"
 _LOST = error_event("STATE_UNAVAILABLE", "the shared state lost this task (Redis restarted empty)", None)
 
 
@@ -123,7 +124,21 @@ class Cluster:
             self.orch.metrics.inc("admission_backpressure_events_total", engine=pool.engine, policy="drop-lru")
         if claimed is not None:
             await self._claimed(pool, claimed)
+        elif task.deadline_ms is not None:
+            deadline_s = task.deadline_ms / 1000.0
+            asyncio.get_running_loop().call_later(
+                deadline_s, self._spawn, self._expire(run.task_id, pool.id, run.priority)
+            )
         return run
+
+    async def _expire(self, task_id: str, pool_id: str, priority: str) -> None:
+        """Its deadline passed: a task still queued ends now (a claim that wins the race runs it instead; should
+        this instance die first, the claim that meets the task ends it)."""
+        try:
+            if await self.state.unqueue(task_id, pool_id, priority):
+                await self.state.finish(task_id, [error_event("DEADLINE_UNMET", _DEADLINE_PASSED, None)])
+        except ApiError as error:
+            logger.warning("cannot end task %s at its deadline: %s", task_id, error.message)
 
     def _fields(self, run: TaskRun) -> dict[str, object]:
         task = run.task
@@ -160,9 +175,8 @@ class Cluster:
     async def _claimed(self, pool: Pool, got: Claim | str) -> None:
         """Run what this instance claimed, or end the task whose deadline passed in the queue; then claim on."""
         if isinstance(got, str):
-            message = "the task deadline passed while it waited in the queue"
             with suppress(ApiError):
-                await self.state.finish(got, [error_event("DEADLINE_UNMET", message, None)])
+                await self.state.finish(got, [error_event("DEADLINE_UNMET", _DEADLINE_PASSED, None)])
             self.wake(pool)
         else:
             self._run_claimed(pool, got)
