@@ -419,4 +419,4 @@ class Cluster:
 
 def _replicas(pool: Pool) -> str:
     """The replicas as the admission scripts take them: this instance's view of readiness, each one's limit."""
-    return json.dumps([[r.id, r.max_inflight, int(r.ready)] for r in pool.replicas])
+    return json.dumps([[r.id, r.max_inflight, int(r.ready), int(not r.engine_queueing)] for r in pool.replicas])
