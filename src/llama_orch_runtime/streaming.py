@@ -127,6 +127,8 @@ class SSEDecoder:
         self._skip_lf = False
         self._event = ""
         self._data: list[str] = []
+        self._id: str | None = None
+        self.last_event_id: str | None = None  # the `id:` of the last event delivered: where a resume starts
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         if self._skip_lf and chunk[:1] == b"\n":
@@ -152,6 +154,7 @@ class SSEDecoder:
         if not line:
             if self._data:
                 events.append((self._event or "message", "\n".join(self._data)))
+                self.last_event_id = self._id
             self._event, self._data = "", []
             return
         if line[0] == ":":
@@ -163,6 +166,8 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
 
 
 class NDJSONDecoder:
@@ -181,7 +186,7 @@ class NDJSONDecoder:
         return [("", rest.decode("utf-8", errors="replace"))] if rest.strip() else []
 
 
-class _Decoding(Generic[T]):
+class Decoding(Generic[T]):
     """State shared by the sync and async streams: framing, end detection, truncation."""
 
     def __init__(self, fmt: StreamFormat[T]) -> None:
@@ -189,6 +194,10 @@ class _Decoding(Generic[T]):
         self.decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if fmt.framing == "sse" else NDJSONDecoder()
         self.finished = False  # nothing more to read
         self.saw_final = False  # the declared final item arrived
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self.decoder.last_event_id if isinstance(self.decoder, SSEDecoder) else None
 
     def batches(self, chunk: bytes | None) -> Iterator[list[Any]]:
         """The items `chunk` completes (None: the input ended), as one batch. A failure is raised after that batch,
@@ -232,7 +241,7 @@ class SyncStream(Generic[T]):
 
     def __init__(self, response: httpx.Response, fmt: StreamFormat[T]) -> None:
         self.response = response
-        self._state = _Decoding(fmt)
+        self._state = Decoding(fmt)
 
     def __iter__(self) -> Iterator[T]:
         for batch in self.batches():
@@ -267,7 +276,7 @@ class AsyncStream(Generic[T]):
 
     def __init__(self, response: httpx.Response, fmt: StreamFormat[T]) -> None:
         self.response = response
-        self._state = _Decoding(fmt)
+        self._state = Decoding(fmt)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         async for batch in self.batches():
@@ -348,6 +357,7 @@ async def aopen_stream(
 
 __all__ = [
     "AsyncStream",
+    "Decoding",
     "FinalRule",
     "NDJSONDecoder",
     "SSEDecoder",
