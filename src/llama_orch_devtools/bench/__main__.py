@@ -11,6 +11,8 @@ Sections (each compares both sides in the same run and reports the ratio):
   peer         LiteLLM's proxy (own virtual environment in the cache, made on first use) relaying the same
                simulator under the same load
   real         the real llama-server (cached build) with the tiny model: direct vs through the orchestrator
+  cluster      scale-out cost: the relay through one in-memory instance vs one instance on a throwaway
+               redis-server vs two instances on it (submit on one, read from the other)
 
 Every process under test runs on its own (simulator, orchestrator under uvicorn with one worker, LiteLLM,
 llama-server); this process is the load generator, on persistent connections with TCP_NODELAY. Progress goes
@@ -32,11 +34,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_orch_devtools.bench import concurrency, decoding, peer, real_engine, relay, report, stack
+from llama_orch_devtools.bench import cluster, concurrency, decoding, peer, real_engine, relay, report, stack
 from llama_orch_devtools.bench.harness import Service, say
 from llama_orch_devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
 
-SECTIONS = ("decoding", "relay", "concurrency", "peer", "real")
+SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "cluster")
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,29 @@ class Runner:
             return asyncio.run(concurrency.run(orch.port, orch.pid, levels=list(sz.levels), tokens=sz.level_tokens))
         if section == "peer":
             return self._peer()
+        if section == "cluster":
+            return self._cluster()
         return self._real()
+
+    def _cluster(self) -> dict[str, Any]:
+        sz = self.sizes
+        engine, memory = self.simulator().base_url, self.orchestrator()
+        state_url = self.stack.enter_context(stack.redis_server())
+        redis = [
+            self._service(
+                f"orchestrator {name} (Redis)", lambda: stack.orchestrator(engine, streams=4, state_url=state_url)
+            )
+            for name in ("A", "B")
+        ]
+        return asyncio.run(
+            cluster.run(
+                memory.port,
+                (redis[0].port, redis[1].port),
+                tokens=sz.relay_tokens,
+                rounds=sz.relay_rounds,
+                latency_samples=sz.latency_samples,
+            )
+        )
 
     def _peer(self) -> dict[str, Any]:
         sz = self.sizes

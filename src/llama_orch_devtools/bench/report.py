@@ -13,6 +13,8 @@ from typing import Any
 
 import matplotlib
 
+from llama_orch.devtools.bench import cluster
+
 matplotlib.use("Agg")  # no display here, and none needed for files
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
@@ -68,6 +70,16 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
                 ok = level["errors"] == 0 and level["lost"] == 0
                 measured = f"{level['errors']} errors, {level['lost']} lost"
                 out.append(_target("512 concurrent streams", "0 errors, 0 lost", measured, ok))
+    if clus := sections.get("cluster"):
+        for side, label in cluster.SIDES.items():
+            ratio = clus["throughput"]["ratio"][side]
+            out.append(
+                _target(f"scale-out relay vs in-memory, 1 stream ({label})", ">= 0.9x", f"{ratio:.2f}x", ratio >= 0.9)
+            )
+            added = clus["first_token"]["added_p50_ms"][side]
+            out.append(
+                _target(f"scale-out added first token p50 ({label})", "<= +1 ms", f"+{added:.2f} ms", added <= 1.0)
+            )
     if peer := sections.get("peer"):
         ratio = peer["orchestrator_vs_litellm"]
         out.append(_target("relay throughput vs LiteLLM, 1 stream", ">= 20x", f"{ratio:.1f}x", ratio >= 20))
@@ -171,6 +183,8 @@ def markdown(results: dict[str, Any]) -> str:
             "The tiny model may end a stream early (end of sequence): tokens/s counts what each stream delivered.",
             "",
         ]
+    if clus := s.get("cluster"):
+        lines += _cluster_lines(clus)
     if dec := s.get("decoding"):
         lines += _decoding_lines(dec)
     if results["skipped"]:
@@ -210,6 +224,33 @@ def _peer_lines(peer: dict[str, Any]) -> list[str]:
         f"Orchestrator vs LiteLLM: **{peer['orchestrator_vs_litellm']:.1f}x** on one stream, "
         f"**{peer['concurrent_ratio']:.1f}x** at {conc['streams']} streams. LiteLLM's relayed text was complete and "
         f"identical to the engine's in {tc['complete']} of {tc['streams']} streams.",
+        "",
+    ]
+
+
+def _cluster_lines(clus: dict[str, Any]) -> list[str]:
+    t, ft = clus["throughput"], clus["first_token"]
+    lines = [
+        f"## Scale-out cost: one `/v1/tasks` stream of {t['tokens']} tokens, in-memory vs on Redis",
+        "",
+        "| path | tokens/s (median) | ratio | first token p50 | first token p99 | added p50 | added p99 |",
+        "|---|---|---|---|---|---|---|",
+        f"| one instance, in-memory | {_f(t['memory']['tokens_per_s'])} | | {_f(ft['memory']['p50_ms'], 2)} ms "
+        f"| {_f(ft['memory']['p99_ms'], 2)} ms | | |",
+    ]
+    lines += [
+        f"| {label} | {_f(t[side]['tokens_per_s'])} | **{t['ratio'][side]:.2f}x** | {_f(ft[side]['p50_ms'], 2)} ms "
+        f"| {_f(ft[side]['p99_ms'], 2)} ms | +{_f(ft['added_p50_ms'][side], 2)} ms "
+        f"| +{_f(ft['added_p99_ms'][side], 2)} ms |"
+        for side, label in cluster.SIDES.items()
+    ]
+    complete = ", ".join(f"{name} {n}" for name, n in t["complete"].items())
+    return [
+        *lines,
+        "",
+        f"Complete streams of {t['memory']['streams']}: {complete}; the same text on every path: "
+        f"{'yes' if t['same_text'] else 'NO'}. On Redis every engine read is one stream entry (XADD) that the reader "
+        "takes from Redis, on the owning instance or another.",
         "",
     ]
 
