@@ -7,6 +7,7 @@ import hashlib
 from typing import Any, Literal
 
 import httpx
+from llama_orch_gen.contracts.config import ReplicaConfig
 from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.llamacpp import Client
 from llama_orch_gen.engines.llamacpp import wire as w
@@ -45,6 +46,11 @@ _STOP_TYPES: dict[str | None, FinishReason] = {"limit": "length", "eos": "stop",
 
 class LlamaCppAdapter(HttpAdapter):
     engine = "llamacpp"
+    model_list_path = "/v1/models"
+
+    @classmethod
+    def replica_options(cls, replica: ReplicaConfig) -> dict[str, Any]:
+        return {"api": replica.api or "auto", "id_slot": replica.id_slot}
 
     def __init__(
         self, pool_id: str, replica_id: str, *, api: LlamaCppApi = "auto", id_slot: int | None = None, **kw: Any

@@ -13,7 +13,7 @@ from typing import Any
 
 import matplotlib
 
-from llama_orch.devtools.bench import cluster
+from llama_orch_devtools.bench import cluster
 
 matplotlib.use("Agg")  # no display here, and none needed for files
 import matplotlib.pyplot as plt  # noqa: E402
