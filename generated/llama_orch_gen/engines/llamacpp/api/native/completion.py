@@ -5,6 +5,7 @@ import httpx
 
 import llama_orch_gen.engines.llamacpp.wire as _error_models
 import llama_orch_gen.engines.llamacpp.wire as _item_models
+from llama_orch_runtime.bodies import MalformedBody
 from llama_orch_runtime.streaming import (
     AsyncStream,
     FinalRule,
@@ -42,6 +43,15 @@ def _get_kwargs(
 
 
 def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> CompletionResponse | list[CompletionResponse] | ErrorResponse | None:
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(
     *, client: AuthenticatedClient | Client, response: httpx.Response
 ) -> CompletionResponse | list[CompletionResponse] | ErrorResponse | None:
     if response.status_code == 200:

@@ -5,6 +5,7 @@ import httpx
 
 import llama_orch_gen.engines.tgi.wire as _error_models
 import llama_orch_gen.engines.tgi.wire as _item_models
+from llama_orch_runtime.bodies import MalformedBody
 from llama_orch_runtime.streaming import (
     AsyncStream,
     FinalRule,
@@ -40,6 +41,13 @@ def _get_kwargs(
 
 
 def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Any | str | None:
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(*, client: AuthenticatedClient | Client, response: httpx.Response) -> Any | str | None:
     if response.status_code == 200:
         response_200 = response.text
         return response_200

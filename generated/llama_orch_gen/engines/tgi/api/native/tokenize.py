@@ -3,6 +3,8 @@ from typing import Any
 
 import httpx
 
+from llama_orch_runtime.bodies import MalformedBody
+
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.error_response import ErrorResponse
@@ -31,6 +33,15 @@ def _get_kwargs(
 
 
 def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> ErrorResponse | list[SimpleToken] | None:
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(
     *, client: AuthenticatedClient | Client, response: httpx.Response
 ) -> ErrorResponse | list[SimpleToken] | None:
     if response.status_code == 200:

@@ -5,6 +5,7 @@ import httpx
 
 import llama_orch_gen.engines.vllm.wire as _error_models
 import llama_orch_gen.engines.vllm.wire as _item_models
+from llama_orch_runtime.bodies import MalformedBody
 from llama_orch_runtime.streaming import (
     AsyncStream,
     StreamFormat,
@@ -44,6 +45,24 @@ def _get_kwargs(
 
 
 def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> (
+    CompletionResponse
+    | DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | UnauthorizedResponse
+    | None
+):
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(
     *, client: AuthenticatedClient | Client, response: httpx.Response
 ) -> (
     CompletionResponse

@@ -3,6 +3,8 @@ from typing import Any
 
 import httpx
 
+from llama_orch_runtime.bodies import MalformedBody
+
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.detail_response import DetailResponse
@@ -33,6 +35,23 @@ def _get_kwargs(
 
 
 def _parse_response(
+    *, client: AuthenticatedClient | Client, response: httpx.Response
+) -> (
+    DetailResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | DetokenizeResponse
+    | ErrorResponse
+    | LegacyErrorResponse
+    | None
+):
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(
     *, client: AuthenticatedClient | Client, response: httpx.Response
 ) -> (
     DetailResponse

@@ -3,6 +3,8 @@ from typing import Any
 
 import httpx
 
+from llama_orch_runtime.bodies import MalformedBody
+
 from ... import errors
 from ...client import AuthenticatedClient, Client
 from ...models.version_response import VersionResponse
@@ -20,6 +22,13 @@ def _get_kwargs() -> dict[str, Any]:
 
 
 def _parse_response(*, client: AuthenticatedClient | Client, response: httpx.Response) -> VersionResponse | None:
+    try:
+        return _parse_documented(client=client, response=response)
+    except (KeyError, TypeError, ValueError) as exc:  # the models' from_dict on a body that breaks the schema
+        raise MalformedBody(response.status_code, response.content, exc) from exc
+
+
+def _parse_documented(*, client: AuthenticatedClient | Client, response: httpx.Response) -> VersionResponse | None:
     if response.status_code == 200:
         response_200 = VersionResponse.from_dict(response.json())
 
