@@ -35,12 +35,12 @@ class _Resumption(Generic[T]):
         self.state: Decoding[T] = Decoding(fmt)
         self.last_id: str | None = None
 
-    def checked(self, batch: list[T], raise_on_error: bool) -> list[T]:
-        if raise_on_error:
-            for item in batch:
-                if self.fmt.is_error(item):
-                    raise self.errors.stream_error(item)
-        return batch
+    def checked(self, batch: list[T], raise_on_error: bool) -> Iterator[T]:
+        """The batch's items in order; with `raise_on_error` an error item is raised once those before it went."""
+        for item in batch:
+            if raise_on_error and self.fmt.is_error(item):
+                raise self.errors.stream_error(item)
+            yield item
 
     def resume_from(self, exc: Exception, request: httpx.Request) -> str | None:
         """After a lost connection: the event id to resume after, or raise the connection error."""

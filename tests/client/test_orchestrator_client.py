@@ -299,9 +299,11 @@ def test_an_error_event_is_an_item_or_on_request_a_stream_error() -> None:
     with Script(httpx.Response(200, content=failed)).client().tasks.stream("t-1") as events:
         assert isinstance(list(events)[-1], ErrorEvent)
     stream = Script(httpx.Response(200, content=failed)).client().tasks.stream("t-1", raise_on_error=True)
+    received: list[object] = []
     with pytest.raises(StreamError) as info, stream as events:
-        list(events)
+        received.extend(events)
     assert info.value.code == "WORKER_RESET" and info.value.retriable
+    assert [type(e) for e in received] == [StartedEvent]  # what came before the error is not lost
 
 
 def test_a_refused_stream_is_retried_before_its_first_event() -> None:
