@@ -184,7 +184,8 @@ async def with_retries(
     deadline: float,
     rng: random.Random | None = None,
 ) -> T:
-    """The only retry loop: run `attempt` until it succeeds, retrying retriable failures with jittered
+    """The only retry loop towards engines (the generated clients' users have theirs in
+    llama_orch_runtime.base_client): run `attempt` until it succeeds, retrying retriable failures with jittered
     exponential backoff (or the engine's `Retry-After`), never past `deadline` (loop time) or the attempt cap.
     Callers use it only before the first token, so a retry can never duplicate output."""
     rng = rng or random.Random()
