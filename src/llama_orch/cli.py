@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import importlib
 import os
 import socket
 import sys
@@ -12,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llama_orch_gen.contracts import tables
+
 from . import __version__
 from .errors import ConfigError, LlamaOrchError
 
-ENGINES = ("llamacpp", "vllm", "tgi", "triton")
+ENGINES = tuple(tables.ENGINES)  # the engine registry (task-request.json EngineKind x-engines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,9 +210,7 @@ def _spawn_llama(args: argparse.Namespace) -> Any:
     if args.llama_bin:
         binary = Path(args.llama_bin)
     else:
-        from .devtools.llamacpp_build import ensure_llama_server
-
-        binary = ensure_llama_server()
+        binary = _engine_tooling("llamacpp_build", "--spawn-llama without --llama-bin").ensure_llama_server()
     extra = ["--ctx-size", str(args.llama_ctx * args.llama_parallel), "--parallel", str(args.llama_parallel)]
     if args.llama_threads:
         extra += ["--threads", str(args.llama_threads)]
@@ -226,7 +227,6 @@ def _spawn_llama(args: argparse.Namespace) -> Any:
 
 
 def _spawn_vllm(args: argparse.Namespace) -> Any:
-    from .devtools.vllm_env import ensure_vllm, server_command, server_environment
     from .spawn import SupervisedEngine
 
     if args.engine or args.engine_url or args.config:
@@ -234,12 +234,17 @@ def _spawn_vllm(args: argparse.Namespace) -> Any:
     model = Path(args.model) if args.model else None
     if model is None or not (model / "config.json").is_file():
         raise ConfigError("--spawn-vllm needs --model DIR (a Hugging Face model directory with config.json)")
-    python = ensure_vllm()
+    vllm_env = _engine_tooling("vllm_env", "--spawn-vllm")
+    python = vllm_env.ensure_vllm()
 
     def command(port: int) -> list[str]:
-        return server_command(python, model, port=port, served_name=model.name, max_model_len=args.vllm_max_model_len)
+        return list(
+            vllm_env.server_command(
+                python, model, port=port, served_name=model.name, max_model_len=args.vllm_max_model_len
+            )
+        )
 
-    server = SupervisedEngine("vllm", command, env=server_environment()).start()
+    server = SupervisedEngine("vllm", command, env=vllm_env.server_environment()).start()
     print(
         f"llama-orch: supervising vLLM at {server.base_url} ({model}, served as {model.name!r}; ready in about a "
         "minute)",
@@ -248,15 +253,25 @@ def _spawn_vllm(args: argparse.Namespace) -> Any:
     return server
 
 
+def _engine_tooling(module: str, needed_by: str) -> Any:
+    """The engine-build tooling (llama_orch_devtools): a source checkout has it, the wheel does not."""
+    try:
+        return importlib.import_module(f"llama_orch_devtools.{module}")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"{needed_by} needs the engine tooling of a llama-orch source checkout (`python xtask.py engine ...`); "
+            "it is not part of the installed package"
+        ) from exc
+
+
 def _token_vars(config: Any) -> list[str]:
     names = [config.auth_token_env] if config.auth_token_env else []
     return names + [r.bearer_token_env for p in config.pools for r in p.replicas if r.bearer_token_env]
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from llama_orch_gen.orchestrator import AuthenticatedClient, Client
-    from llama_orch_gen.orchestrator.api.tasks import create_task, stream_task
-    from llama_orch_gen.orchestrator.models import AdmissionResponse, TaskRequest
+    from llama_orch_gen.orchestrator import APIError, Client
+    from llama_orch_gen.orchestrator.models import EndEvent, ErrorEvent, TokenEvent
 
     body: dict[str, Any] = {"prompt": args.prompt, "max_tokens": args.max_tokens}
     for field, value in (("seed", args.seed), ("temperature", args.temperature)):
@@ -265,33 +280,30 @@ def _submit(args: argparse.Namespace) -> int:
     if args.pool:
         body["placement"] = {"mode": "pin", "pin_pool_id": args.pool}
     token = os.environ.get(args.token_env, "") if args.token_env else ""
-    client: Client | AuthenticatedClient = (
-        AuthenticatedClient(base_url=args.url, token=token) if token else Client(base_url=args.url)
-    )
     began = time.monotonic()
-    with client:
-        admitted = create_task.sync_detailed(client=client, body=TaskRequest.from_dict(body))
-        if not isinstance(admitted.parsed, AdmissionResponse):
-            print(f"llama-orch: refused ({admitted.status_code}): {admitted.content.decode()}", file=sys.stderr)
-            return 1
-        first: float | None = None
-        tokens = 0
-        with stream_task.stream(admitted.parsed.task_id, client=client) as events:
-            for event in events:
-                root = event.root
-                if root.event == "token":
-                    first = first or time.monotonic()
-                    tokens += 1
-                    print(root.data.t, end="", flush=True)
-                elif root.event == "error":
-                    print(f"\nllama-orch: {root.data.code}: {root.data.message}", file=sys.stderr)
-                    return 1
-                elif root.event == "end":
-                    elapsed = time.monotonic() - (first or began)
-                    rate = tokens / elapsed if first and elapsed > 0 else 0.0
-                    ttft = f"{(first - began) * 1000:.0f} ms" if first else "n/a"
-                    summary = f"{tokens} tokens, first token {ttft}, {rate:.1f} tokens/s"
-                    print(f"\n-- {summary}, finish {root.data.finish_reason}", file=sys.stderr)
+    first: float | None = None
+    tokens = 0
+    try:
+        with Client(args.url, api_key=token or None) as client:
+            admitted = client.tasks.create(body)
+            with client.tasks.stream(admitted.task_id) as events:
+                for event in events:
+                    if isinstance(event, TokenEvent):
+                        first = first or time.monotonic()
+                        tokens += 1
+                        print(event.data.t, end="", flush=True)
+                    elif isinstance(event, ErrorEvent):
+                        print(f"\nllama-orch: {event.data.code}: {event.data.message}", file=sys.stderr)
+                        return 1
+                    elif isinstance(event, EndEvent):
+                        elapsed = time.monotonic() - (first or began)
+                        rate = tokens / elapsed if first and elapsed > 0 else 0.0
+                        ttft = f"{(first - began) * 1000:.0f} ms" if first else "n/a"
+                        summary = f"{tokens} tokens, first token {ttft}, {rate:.1f} tokens/s"
+                        print(f"\n-- {summary}, finish {event.data.finish_reason}", file=sys.stderr)
+    except APIError as error:
+        print(f"llama-orch: refused: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

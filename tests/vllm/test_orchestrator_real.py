@@ -14,10 +14,9 @@ from typing import Any
 import httpx
 import jinja2
 import pytest
-from llama_orch_gen.orchestrator.api.tasks import stream_task
 
 from llama_orch.adapters.vllm import engine_load
-from llama_orch.devtools.tiny_hf import CHAT_TEMPLATE
+from llama_orch_devtools.tiny_hf import CHAT_TEMPLATE
 from tests.real.stack import Run, orchestrator, run_task, submit
 from tests.support.engine_process import processes
 from tests.support.polling import wait_for
@@ -139,10 +138,10 @@ def _task(pool_id: str, max_tokens: int = 8) -> dict[str, Any]:
 
 def _stream_until(client: Any, task_id: str, tokens: int, then: Any) -> list[Any]:
     events: list[Any] = []
-    with stream_task.stream(task_id, client=client) as stream:
+    with client.tasks.stream(task_id) as stream:
         for event in stream:
             events.append(event)
-            if event.root.event == "token" and sum(e.root.event == "token" for e in events) == tokens:
+            if event.event == "token" and sum(e.event == "token" for e in events) == tokens:
                 then()
     return events
 
@@ -220,7 +219,7 @@ def test_the_pool_reads_the_load_vllm_reports(vllm_server: VllmServer) -> None:
 
 
 def _replica_health(client: Any) -> dict[str, Any]:
-    answer = client.get_httpx_client().get("/v1/pools/p/health")
+    answer = client.with_raw_response.pools.health("p")  # the wire body: which members the server sent
     assert answer.status_code == 200
-    replica: dict[str, Any] = answer.json()["replicas"][0]
+    replica: dict[str, Any] = answer.http_response.json()["replicas"][0]
     return replica

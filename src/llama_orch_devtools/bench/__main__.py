@@ -1,0 +1,237 @@
+"""Side-by-side benchmarks of llama-orch, in one run, written to bench/results/.
+
+    python xtask.py bench [--quick] [--only SECTION ...] [--out DIR] [--profile FILE]
+
+Sections (each compares both sides in the same run and reports the ratio):
+  decoding     the generated client's SSE decoder vs httpx-sse and openai's, on the same recorded bytes
+  relay        one stream from the llama.cpp simulator (no delay): direct vs through the orchestrator
+               (/v1/tasks SSE and /infer NDJSON); tokens/s and the added first-token latency (p50, p99)
+  concurrency  1, 16, 128, 512 simultaneous streams through the orchestrator: aggregate tokens/s,
+               p99 inter-token gap, peak RSS, errors, lost tasks
+  peer         LiteLLM's proxy (own virtual environment in the cache, made on first use) relaying the same
+               simulator under the same load
+  real         the real llama-server (cached build) with the tiny model: direct vs through the orchestrator
+  cluster      scale-out cost: the relay through one in-memory instance vs one instance on a throwaway
+               redis-server vs two instances on it (submit on one, read from the other)
+
+Every process under test runs on its own (simulator, orchestrator under uvicorn with one worker, LiteLLM,
+llama-server); this process is the load generator, on persistent connections with TCP_NODELAY. Progress goes
+to stderr. A section that cannot run is recorded under "skipped" with the reason; the others still run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime
+import subprocess
+import sys
+import tempfile
+import traceback
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from llama_orch_devtools.bench import cluster, concurrency, decoding, peer, real_engine, relay, report, stack
+from llama_orch_devtools.bench.harness import Service, say
+from llama_orch_devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
+
+SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "cluster")
+
+
+@dataclass(frozen=True)
+class Sizes:
+    decode_events: int = 20_000
+    decode_rounds: int = 7
+    relay_tokens: int = 2_000
+    relay_rounds: int = 10
+    latency_samples: int = 200
+    levels: tuple[int, ...] = (1, 16, 128, 512)
+    level_tokens: int = 100
+    peer_tokens: int = 2_000
+    peer_rounds: int = 5
+    peer_latency_samples: int = 40
+    peer_streams: int = 16
+    real_tokens: int = 256
+    real_rounds: int = 5
+
+
+QUICK = Sizes(
+    decode_events=2_000,
+    decode_rounds=2,
+    relay_tokens=200,
+    relay_rounds=3,
+    latency_samples=20,
+    levels=(1, 16),
+    level_tokens=20,
+    peer_tokens=100,
+    peer_rounds=2,
+    peer_latency_samples=5,
+    real_tokens=64,
+    real_rounds=2,
+)
+
+
+class Runner:
+    """Runs the chosen sections, starting each process once, on first need, and stopping all at the end."""
+
+    def __init__(self, sizes: Sizes, stack_: ExitStack, profile: Path | None) -> None:
+        self.sizes = sizes
+        self.stack = stack_
+        self.profile = profile
+        self.services: dict[str, Service] = {}
+
+    def _service(self, key: str, make: Callable[[], Service]) -> Service:
+        if key not in self.services:
+            say(f"starting {key}")
+            self.services[key] = self.stack.enter_context(make())
+        return self.services[key]
+
+    def simulator(self) -> Service:
+        tokens = max(self.sizes.relay_tokens, self.sizes.level_tokens, self.sizes.peer_tokens)
+        return self._service("simulator", lambda: stack.simulator(tokens, max(self.sizes.levels)))
+
+    def orchestrator(self) -> Service:
+        streams = max(self.sizes.levels)
+        engine = self.simulator().base_url
+        return self._service("orchestrator", lambda: stack.orchestrator(engine, streams=streams, profile=self.profile))
+
+    def run(self, section: str) -> dict[str, Any]:
+        sz = self.sizes
+        if section == "decoding":
+            return decoding.run(sz.decode_events, sz.decode_rounds)
+        if section == "relay":
+            sim, orch = self.simulator(), self.orchestrator()
+            return asyncio.run(
+                relay.run(
+                    sim.port,
+                    orch.port,
+                    tokens=sz.relay_tokens,
+                    rounds=sz.relay_rounds,
+                    latency_samples=sz.latency_samples,
+                )
+            )
+        if section == "concurrency":
+            orch = self.orchestrator()
+            return asyncio.run(concurrency.run(orch.port, orch.pid, levels=list(sz.levels), tokens=sz.level_tokens))
+        if section == "peer":
+            return self._peer()
+        if section == "cluster":
+            return self._cluster()
+        return self._real()
+
+    def _cluster(self) -> dict[str, Any]:
+        sz = self.sizes
+        engine, memory = self.simulator().base_url, self.orchestrator()
+        state_url = self.stack.enter_context(stack.redis_server())
+        redis = [
+            self._service(
+                f"orchestrator {name} (Redis)", lambda: stack.orchestrator(engine, streams=4, state_url=state_url)
+            )
+            for name in ("A", "B")
+        ]
+        return asyncio.run(
+            cluster.run(
+                memory.port,
+                (redis[0].port, redis[1].port),
+                tokens=sz.relay_tokens,
+                rounds=sz.relay_rounds,
+                latency_samples=sz.latency_samples,
+            )
+        )
+
+    def _peer(self) -> dict[str, Any]:
+        sz = self.sizes
+        sim, orch = self.simulator(), self.orchestrator()
+        binary = ensure_litellm()
+        proxy = self._service("litellm", lambda: stack.litellm(binary, sim.base_url))
+        return asyncio.run(
+            peer.run(
+                sim.port,
+                (orch.port, orch.pid),
+                (proxy.port, proxy.pid),
+                version=LITELLM_VERSION,
+                tokens=sz.peer_tokens,
+                rounds=sz.peer_rounds,
+                latency_samples=sz.peer_latency_samples,
+                streams=sz.peer_streams,
+            )
+        )
+
+    def _real(self) -> dict[str, Any]:
+        # Imported here: the tiny model writer needs gguf/numpy (dev tools), the other sections do not.
+        from llama_orch_devtools.llamacpp_build import ensure_llama_server
+        from llama_orch_devtools.tiny_gguf import write_tiny_model
+
+        binary = ensure_llama_server(progress=say)
+        probe = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)
+        version = next(
+            (
+                ln.split(":", 1)[1].strip()
+                for ln in (probe.stdout + probe.stderr).splitlines()
+                if ln.startswith("version:")
+            ),
+            "unknown",
+        )
+        scratch = Path(self.stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-real-")))
+        model = write_tiny_model(scratch / "tiny.gguf")
+        engine = self._service("llama-server", lambda: stack.llama_server(binary, model))
+        orch = self._service("orchestrator (llama-server)", lambda: stack.orchestrator(engine.base_url, streams=4))
+        sz = self.sizes
+        return asyncio.run(
+            real_engine.run(engine.port, orch.port, tokens=sz.real_tokens, rounds=sz.real_rounds, version=version)
+        )
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python xtask.py bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="short run (small sizes, concurrency 1 and 16 only)")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=SECTIONS,
+        metavar="SECTION",
+        help=f"run only this section (repeatable): {', '.join(SECTIONS)}",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=Path("bench/results"), help="output directory (default bench/results)"
+    )
+    parser.add_argument("--profile", type=Path, help="run the orchestrator under cProfile and write its stats here")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    sizes = QUICK if args.quick else Sizes()
+    results: dict[str, Any] = {
+        "generated_at": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "machine": report.machine(),
+        "sizes": {name: getattr(sizes, name) for name in sizes.__dataclass_fields__},
+        "sections": {},
+        "skipped": {},
+    }
+    with ExitStack() as processes:
+        runner = Runner(sizes, processes, args.profile)
+        for section in [s for s in SECTIONS if s in (args.only or SECTIONS)]:
+            say(f"== {section}")
+            try:
+                results["sections"][section] = runner.run(section)
+            except Exception as exc:  # one broken section must not cost the figures of the others
+                say(traceback.format_exc())
+                results["skipped"][section] = f"{exc.__class__.__name__}: {exc}".splitlines()[0]
+    results["targets"] = report.targets(results["sections"])
+    for target in results["targets"]:
+        verdict = "met" if target["met"] else "MISSED"
+        say(f"target {target['name']}: {target['measured']} (wanted {target['target']}) {verdict}")
+    for path in report.write(results, args.out):
+        sys.stdout.write(f"{path}\n")
+    return 1 if results["skipped"] and not results["sections"] else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
