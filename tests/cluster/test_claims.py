@@ -4,12 +4,15 @@ other instance ends the task as INSTANCE_LOST. Engine load: a replica whose engi
 
 from __future__ import annotations
 
+import asyncio
 import json
 
+from llama_orch.service.runs import error_event
 from llama_orch.service.state.redis_state import Admission, Claim, RedisState
 from tests.support.redis_server import RedisServer
 
 _REPLICAS = json.dumps([["r0", 1, 1]])
+_LOST = error_event("STATE_UNAVAILABLE", "lost", None)
 
 
 def _admission(task_id: str) -> Admission:
@@ -53,5 +56,18 @@ async def test_a_replica_whose_engine_queues_takes_no_new_task(redis_server: Red
         assert claimed is None
         assert await state.claim("p", "me", queueing, 0) is None
         assert isinstance(await state.claim("p", "me", caught_up, 0), Claim)
+    finally:
+        await state.aclose()
+
+
+async def test_many_calls_at_once_wait_for_a_connection_instead_of_failing(redis_server: RedisServer) -> None:
+    """Hundreds of streams on one instance open, renew and read at once: more calls than pooled connections wait
+    their turn (a burst is not `STATE_UNAVAILABLE`)."""
+    state = RedisState(redis_server.url, None)
+    try:
+        await asyncio.gather(*(state.reader_present(f"t{n}", 1000) for n in range(600)))
+        reads = [state.read(f"none{n}", "0-0", -1, _LOST) for n in range(300)]  # each blocks on its own XREAD
+        firsts = await asyncio.gather(*(anext(aiter(r)) for r in reads))
+        assert all(batch.final and batch.items == [_LOST] for batch in firsts)
     finally:
         await state.aclose()

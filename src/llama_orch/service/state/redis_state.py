@@ -36,6 +36,8 @@ STREAM_MAXLEN = 100_000  # entries (batches) per task stream, approximately
 _CONNECT_S = 1.0
 _SOCKET_S = 2.0
 _RETRY_S = 0.5  # with the connect timeout: a Redis that is down is a 503 within 3 s
+_COMMAND_CONNECTIONS = 64  # short calls of one instance at once (the others wait up to _SOCKET_S for one)
+_READ_CONNECTIONS = 2048  # readers of other instances' tasks at once (a blocking XREAD each); Redis allows 10000
 
 
 def unavailable(exc: BaseException) -> ApiError:
@@ -117,22 +119,22 @@ _PRIORITIES = ("interactive", "batch")
 class RedisState:
     def __init__(self, url: str, password_env: str | None) -> None:
         password = os.environ.get(password_env) if password_env else None
-        self.client: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            password=password,
-            decode_responses=True,
-            socket_connect_timeout=_CONNECT_S,
-            socket_timeout=_SOCKET_S,
-            retry=Retry(NoBackoff(), 1),  # bounded: a Redis that is down is a quick 503, not a long retry
+        options: dict[str, Any] = {
+            "password": password,
+            "decode_responses": True,
+            "socket_connect_timeout": _CONNECT_S,
+            "retry": Retry(NoBackoff(), 1),  # bounded: a Redis that is down is a quick 503, not a long retry
+        }
+        # Pools that make a burst of calls wait for a free connection (a bounded wait) instead of failing.
+        commands = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_COMMAND_CONNECTIONS, timeout=_SOCKET_S, socket_timeout=_SOCKET_S, **options
         )
-        # Blocking stream reads wait longer than the socket timeout allows: their own connections.
-        self.readers: aioredis.Redis = aioredis.Redis.from_url(
-            url,
-            password=password,
-            decode_responses=True,
-            socket_connect_timeout=_CONNECT_S,
-            retry=Retry(NoBackoff(), 1),
+        self.client: aioredis.Redis = aioredis.Redis.from_pool(commands)
+        # Blocking stream reads wait longer than the socket timeout allows: their own connections, one per reader.
+        reads = aioredis.BlockingConnectionPool.from_url(
+            url, max_connections=_READ_CONNECTIONS, timeout=_SOCKET_S, **options
         )
+        self.readers: aioredis.Redis = aioredis.Redis.from_pool(reads)
         self._admit = self.client.register_script(scripts.ADMIT)
         self._claim = self.client.register_script(scripts.CLAIM)
         self._append = self.client.register_script(scripts.APPEND)
