@@ -1,4 +1,5 @@
-"""The processes under test, each in its own process: engine simulator, orchestrator, LiteLLM, llama-server."""
+"""The processes under test, each in its own process: engine simulator, byte proxy, orchestrator, LiteLLM,
+llama-server."""
 
 from __future__ import annotations
 
@@ -21,10 +22,18 @@ def simulator(tokens: int, slots: int) -> Service:
     return Service("simulator", [*cmd, "--tokens", str(tokens), "--delay-ms", "0"], f"http://{LOCAL}:{port}/health")
 
 
-def orchestrator(engine_url: str, *, streams: int, profile: Path | None = None) -> Service:
+def byte_proxy(engine_url: str) -> Service:
+    port = free_port()
+    upstream = engine_url.split("://", 1)[1]
+    cmd = [sys.executable, "-m", "llama_orch.devtools.bench.byte_proxy", "--port", str(port), "--upstream", upstream]
+    return Service("byte-proxy", cmd, f"http://{LOCAL}:{port}/health")  # the engine's health, through the proxy
+
+
+def orchestrator(engine_url: str, *, streams: int, api: str = "native", profile: Path | None = None) -> Service:
+    """`api` is the engine route the llama.cpp adapter takes: `native` (/completion) or `openai` (/v1/completions)."""
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-orch-", suffix=".json")[1])
-    config.write_text(bench_config(engine_url, streams=streams).model_dump_json(exclude_none=True))
+    config.write_text(bench_config(engine_url, streams=streams, api=api).model_dump_json(exclude_none=True))
     cmd = [sys.executable, "-m", "llama_orch.devtools.bench.orchestrator_proc", str(config), "--port", str(port)]
     if profile is not None:
         cmd += ["--profile", str(profile)]
@@ -34,10 +43,11 @@ def orchestrator(engine_url: str, *, streams: int, profile: Path | None = None) 
 
 
 def litellm(binary: Path, engine_url: str) -> Service:
-    """LiteLLM's proxy with one model routed to the engine's OpenAI-compatible surface, one worker, no database."""
+    """LiteLLM's proxy with one model routed to the engine's `/v1/completions` (the `text-completion-openai`
+    provider: the route the orchestrator takes with `api: openai`), one worker, no database."""
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-litellm-", suffix=".json")[1])
-    model = {"model": "openai/bench", "api_base": f"{engine_url}/v1", "api_key": "unused"}
+    model = {"model": "text-completion-openai/bench", "api_base": f"{engine_url}/v1", "api_key": "unused"}
     config.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": model}]}))
     env = {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list at start (no network here)
