@@ -205,22 +205,22 @@ def cmd_lint(_: argparse.Namespace) -> int:
 def cmd_engine(args: argparse.Namespace) -> int:
     force = ["--force"] if getattr(args, "force", False) else []
     if args.action == "build":
-        return run(PY, "-m", "llama_orch.devtools.llamacpp_build", *force, check=False)
+        return run(PY, "-m", "llama_orch_devtools.llamacpp_build", *force, check=False)
     if args.action == "vllm":
-        return run(PY, "-m", "llama_orch.devtools.vllm_env", *force, check=False)
+        return run(PY, "-m", "llama_orch_devtools.vllm_env", *force, check=False)
     if args.action == "record-vllm":
-        return run(PY, "-m", "llama_orch.devtools.vllm_record", *args.passthrough, check=False)
+        return run(PY, "-m", "llama_orch_devtools.vllm_record", *args.passthrough, check=False)
     if args.hf:
-        return run(PY, "-m", "llama_orch.devtools.vllm_env", "--model", args.path, check=False)
-    return run(PY, "-m", "llama_orch.devtools.tiny_gguf", args.path, check=False)
+        return run(PY, "-m", "llama_orch_devtools.vllm_env", "--model", args.path, check=False)
+    return run(PY, "-m", "llama_orch_devtools.tiny_gguf", args.path, check=False)
 
 
 def cmd_fuzz(args: argparse.Namespace) -> int:
-    return run(PY, "-m", "llama_orch.devtools.fuzz", *args.passthrough, check=False)
+    return run(PY, "-m", "llama_orch_devtools.fuzz", *args.passthrough, check=False)
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    return run(PY, "-m", "llama_orch.devtools.bench", *args.passthrough, check=False)
+    return run(PY, "-m", "llama_orch_devtools.bench", *args.passthrough, check=False)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -236,7 +236,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     # The real-engine tests need llama-server and vLLM; preparing them here shows progress instead of a silent
     # fixture (each is cached by version outside the work tree, so later runs skip this).
     for tool in ("llamacpp_build", "vllm_env"):
-        if run(PY, "-m", f"llama_orch.devtools.{tool}", check=False) != 0:
+        if run(PY, "-m", f"llama_orch_devtools.{tool}", check=False) != 0:
             return 1
     return run(PY, "-m", "pytest", *args.pytest_args, check=False)
 

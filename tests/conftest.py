@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_orch.devtools.tiny_gguf import write_tiny_model
+from llama_orch_devtools.tiny_gguf import write_tiny_model
 from tests.support.llama_server import LlamaServer
 
 

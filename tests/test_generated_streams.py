@@ -7,7 +7,6 @@ from collections.abc import AsyncIterator, Callable, Iterator
 
 import httpx
 import pytest
-from llama_orch_gen._streaming import StreamDecodeError, StreamStatusError, StreamTruncated
 from llama_orch_gen.contracts.events import EndEvent, ErrorEvent, StartedEvent, TokenEvent
 from llama_orch_gen.contracts.infer_line import InferDone, InferError, InferToken
 from llama_orch_gen.orchestrator import Client
@@ -15,6 +14,8 @@ from llama_orch_gen.orchestrator.api.infer import infer
 from llama_orch_gen.orchestrator.api.tasks import stream_task
 from llama_orch_gen.orchestrator.models import InferRequest
 from llama_orch_gen.orchestrator.models.error_envelope import ErrorEnvelope
+
+from llama_orch_runtime.streaming import StreamDecodeError, StreamStatusError, StreamTruncated
 
 STARTED = {
     "task_id": "t1",

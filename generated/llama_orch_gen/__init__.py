@@ -14,5 +14,5 @@
 
 - `llama_orch_gen.engines.vllm`: typed httpx client (sync and async) for vllm.openapi.yaml, `wire` pydantic models for its streams.
 
-- `llama_orch_gen._streaming`: the incremental SSE/NDJSON decoding behind every `stream()`/`astream()`.
+- every `stream()`/`astream()` decodes through `llama_orch_runtime.streaming` (hand-written, in src/).
 """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import os
 import sys
 import time
@@ -177,9 +178,7 @@ def _spawn_llama(args: argparse.Namespace) -> Any:
     if args.llama_bin:
         binary = Path(args.llama_bin)
     else:
-        from .devtools.llamacpp_build import ensure_llama_server
-
-        binary = ensure_llama_server()
+        binary = _engine_tooling("llamacpp_build", "--spawn-llama without --llama-bin").ensure_llama_server()
     extra = ["--ctx-size", str(args.llama_ctx * args.llama_parallel), "--parallel", str(args.llama_parallel)]
     if args.llama_threads:
         extra += ["--threads", str(args.llama_threads)]
@@ -196,26 +195,42 @@ def _spawn_llama(args: argparse.Namespace) -> Any:
 
 
 def _spawn_vllm(args: argparse.Namespace) -> Any:
-    from .devtools.vllm_env import ensure_vllm, server_command, server_environment
     from .spawn import SupervisedEngine
+
+    vllm_env = _engine_tooling("vllm_env", "--spawn-vllm")
 
     if args.engine or args.engine_url or args.config:
         raise ConfigError("--spawn-vllm makes the pool itself: drop --engine, --engine-url and --config")
     model = Path(args.model) if args.model else None
     if model is None or not (model / "config.json").is_file():
         raise ConfigError("--spawn-vllm needs --model DIR (a Hugging Face model directory with config.json)")
-    python = ensure_vllm()
+    python = vllm_env.ensure_vllm()
 
     def command(port: int) -> list[str]:
-        return server_command(python, model, port=port, served_name=model.name, max_model_len=args.vllm_max_model_len)
+        return list(
+            vllm_env.server_command(
+                python, model, port=port, served_name=model.name, max_model_len=args.vllm_max_model_len
+            )
+        )
 
-    server = SupervisedEngine("vllm", command, env=server_environment()).start()
+    server = SupervisedEngine("vllm", command, env=vllm_env.server_environment()).start()
     print(
         f"llama-orch: supervising vLLM at {server.base_url} ({model}, served as {model.name!r}; ready in about a "
         "minute)",
         file=sys.stderr,
     )
     return server
+
+
+def _engine_tooling(module: str, needed_by: str) -> Any:
+    """The engine-build tooling (llama_orch_devtools): a source checkout has it, the wheel does not."""
+    try:
+        return importlib.import_module(f"llama_orch_devtools.{module}")
+    except ModuleNotFoundError as exc:
+        raise ConfigError(
+            f"{needed_by} needs the engine tooling of a llama-orch source checkout (`python xtask.py engine ...`); "
+            "it is not part of the installed package"
+        ) from exc
 
 
 def _token_vars(config: Any) -> list[str]:

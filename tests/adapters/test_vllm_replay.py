@@ -11,7 +11,7 @@ from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch.adapters.http_policy import HttpPolicy
 from llama_orch.adapters.vllm import VllmAdapter
-from llama_orch.devtools.vllm_record import FIXTURES
+from llama_orch_devtools.vllm_record import FIXTURES
 from tests.adapters.helpers import run_task
 from tests.adapters.replay import respond, sse_payloads, transport
 from tests.support.recordings import Recording

@@ -11,9 +11,9 @@ import pytest
 for module in ("httpx_sse", "openai", "matplotlib"):
     pytest.importorskip(module)
 
-from llama_orch.devtools.bench import decoding  # noqa: E402
-from llama_orch.devtools.bench.__main__ import main  # noqa: E402
-from llama_orch.devtools.bench.harness import percentile  # noqa: E402
+from llama_orch_devtools.bench import decoding  # noqa: E402
+from llama_orch_devtools.bench.__main__ import main  # noqa: E402
+from llama_orch_devtools.bench.harness import percentile  # noqa: E402
 
 
 def test_decoding_section_writes_json_markdown_and_chart(tmp_path: Path) -> None:

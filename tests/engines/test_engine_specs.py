@@ -15,7 +15,7 @@ import pytest
 from openapi_spec_validator import OpenAPIV31SpecValidator
 
 from codegen.validate import STREAM_KEYS
-from llama_orch.devtools.vllm_record import FIXTURES as VLLM_RECORDINGS
+from llama_orch_devtools.vllm_record import FIXTURES as VLLM_RECORDINGS
 from tests.support.recordings import Recording
 
 from .spec_support import (

@@ -6,7 +6,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from llama_orch_gen._streaming import StreamStatusError
 from llama_orch_gen.engines.llamacpp import wire
 from llama_orch_gen.engines.llamacpp.api.native import completion, health, props, slots, tokenize
 from llama_orch_gen.engines.llamacpp.api.openai import v1_completions, v1_models
@@ -23,6 +22,7 @@ from llama_orch_gen.engines.llamacpp.models import (
     TokenizeResponse,
 )
 
+from llama_orch_runtime.streaming import StreamStatusError
 from tests.support.llama_server import LlamaServer
 
 pytestmark = pytest.mark.real_engine

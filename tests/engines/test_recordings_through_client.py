@@ -19,10 +19,10 @@ from typing import Any
 
 import httpx
 import pytest
-from llama_orch_gen._streaming import StreamDecodeError, StreamStatusError, StreamTruncated
 from pydantic import BaseModel
 
-from llama_orch.devtools.vllm_record import FIXTURES as VLLM_RECORDINGS
+from llama_orch_devtools.vllm_record import FIXTURES as VLLM_RECORDINGS
+from llama_orch_runtime.streaming import StreamDecodeError, StreamStatusError, StreamTruncated
 
 from .spec_support import engines_reference_dir, find_operation, load_spec
 

@@ -17,7 +17,7 @@ from llama_orch_gen.orchestrator.api.discovery import get_pool_health
 from llama_orch_gen.orchestrator.api.tasks import stream_task
 from llama_orch_gen.orchestrator.models import PoolHealth
 
-from llama_orch.devtools.tiny_gguf import write_tiny_model
+from llama_orch_devtools.tiny_gguf import write_tiny_model
 from tests.real.stack import Run, orchestrator, pool, run_task, submit
 from tests.support.llama_server import LlamaServer
 

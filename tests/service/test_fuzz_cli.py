@@ -1,4 +1,4 @@
-"""`python xtask.py fuzz` (llama_orch.devtools.fuzz) against a served deployment."""
+"""`python xtask.py fuzz` (llama_orch_devtools.fuzz) against a served deployment."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from llama_orch.devtools import fuzz
 from llama_orch.service.app import openapi_document
+from llama_orch_devtools import fuzz
 from tests.service.helpers import mock_pool, service
 from tests.support.asgi_server import serve_asgi
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from llama_orch.devtools import vllm_record
-from llama_orch.devtools.vllm_record import FIXTURES, SERVED_NAME, cases, record
 from llama_orch.simulators import ENGINES, SimulatorConfig
+from llama_orch_devtools import vllm_record
+from llama_orch_devtools.vllm_record import FIXTURES, SERVED_NAME, cases, record
 from tests.support.asgi_server import serve_asgi
 from tests.support.recordings import Recording
 

@@ -12,8 +12,8 @@ from typing import Any
 import httpx
 import pytest
 
-from llama_orch.devtools.vllm_record import FIXTURES, SERVED_NAME
 from llama_orch.simulators import ENGINES, SimulatorConfig
+from llama_orch_devtools.vllm_record import FIXTURES, SERVED_NAME
 from tests.support.recordings import Recording, shape, sse_events
 
 RECORDINGS = sorted(FIXTURES.glob("*.json"))

@@ -6,7 +6,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from llama_orch.devtools.llamacpp_build import ensure_llama_server
+from llama_orch_devtools.llamacpp_build import ensure_llama_server
 from tests.support.engine_process import EngineProcess
 
 

@@ -6,7 +6,7 @@ import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from llama_orch.devtools.vllm_env import ensure_vllm, server_command, server_environment
+from llama_orch_devtools.vllm_env import ensure_vllm, server_command, server_environment
 from tests.support.engine_process import EngineProcess
 
 SERVED_NAME = "tiny"

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from llama_orch.devtools.vllm_env import make_tiny_model
+from llama_orch_devtools.vllm_env import make_tiny_model
 from tests.support.vllm_server import VllmServer
 
 

@@ -17,7 +17,7 @@ import pytest
 from llama_orch_gen.orchestrator.api.tasks import stream_task
 
 from llama_orch.adapters.vllm import engine_load
-from llama_orch.devtools.tiny_hf import CHAT_TEMPLATE
+from llama_orch_devtools.tiny_hf import CHAT_TEMPLATE
 from tests.real.stack import Run, orchestrator, run_task, submit
 from tests.support.engine_process import processes
 from tests.support.polling import wait_for

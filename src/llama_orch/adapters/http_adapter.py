@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
-from llama_orch_gen._streaming import StreamStatusError
 
 from llama_orch.adapters.base import EngineVersion, Health, HealthState
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, error_for_status, make_http_client
 from llama_orch.adapters.streaming import StreamingAdapter
 from llama_orch.errors import EngineError, redact
+from llama_orch_runtime.streaming import StreamStatusError
 
 __all__ = ["HttpAdapter", "body_message", "file_digest"]
 

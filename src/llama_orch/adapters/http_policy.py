@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 import httpx
-from llama_orch_gen._streaming import StreamDecodeError, StreamTruncated
 from llama_orch_gen.contracts.config import ReplicaConfig, RetryPolicy, Timeouts
 
 from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.secrets import token_from_env
+from llama_orch_runtime.streaming import StreamDecodeError, StreamTruncated
 
 __all__ = [
     "HttpPolicy",

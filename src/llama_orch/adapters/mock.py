@@ -13,7 +13,6 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from llama_orch_gen._streaming import StreamDecodeError, StreamTruncated
 from llama_orch_gen.contracts.task_request import TaskRequest
 
 from llama_orch.adapters.base import EngineProps, EngineVersion, Health, HealthState
@@ -21,6 +20,7 @@ from llama_orch.adapters.http_policy import HttpPolicy
 from llama_orch.adapters.streaming import EngineStream, StreamingAdapter, Tally
 from llama_orch.determinism import prompt_text
 from llama_orch.errors import EngineError
+from llama_orch_runtime.streaming import StreamDecodeError, StreamTruncated
 
 __all__ = ["Fault", "FaultKind", "MockAdapter", "mock_text"]
 

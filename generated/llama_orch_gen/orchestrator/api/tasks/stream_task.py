@@ -6,7 +6,7 @@ from urllib.parse import quote
 import httpx
 
 import llama_orch_gen.contracts.events as _item_models
-from llama_orch_gen._streaming import (
+from llama_orch_runtime.streaming import (
     AsyncStream,
     FinalRule,
     StreamFormat,

@@ -6,7 +6,7 @@ import httpx
 
 import llama_orch_gen.engines.vllm.wire as _error_models
 import llama_orch_gen.engines.vllm.wire as _item_models
-from llama_orch_gen._streaming import (
+from llama_orch_runtime.streaming import (
     AsyncStream,
     StreamFormat,
     SyncStream,

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_orch.devtools.bench import flows
-from llama_orch.devtools.bench.harness import say
-from llama_orch.devtools.bench.measure import Side, complete, first_token, pair_ratios, side_by_side, single_stream
-from llama_orch.devtools.bench.relay import LATENCY_TOKENS
+from llama_orch_devtools.bench import flows
+from llama_orch_devtools.bench.harness import say
+from llama_orch_devtools.bench.measure import Side, complete, first_token, pair_ratios, side_by_side, single_stream
+from llama_orch_devtools.bench.relay import LATENCY_TOKENS
 
 
 async def run(engine_port: int, orch_port: int, *, tokens: int, rounds: int, version: str) -> dict[str, Any]:

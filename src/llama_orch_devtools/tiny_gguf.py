@@ -1,6 +1,6 @@
 """Write a tiny but real llama-architecture GGUF model that llama-server loads and runs.
 
-    python -m llama_orch.devtools.tiny_gguf PATH [--embd 64] [--layers 2] [--seed 0]
+    python -m llama_orch_devtools.tiny_gguf PATH [--embd 64] [--layers 2] [--seed 0]
 
 Weights are random (seeded, so the file and its sha256 are reproducible); the vocabulary is llama.cpp's
 SentencePiece test vocabulary from the same source package as the server. The text is gibberish, but
@@ -16,7 +16,7 @@ from pathlib import Path
 import gguf
 import numpy as np
 
-from llama_orch.devtools.llamacpp_build import ensure_llama_server, vocab_path
+from llama_orch_devtools.llamacpp_build import ensure_llama_server, vocab_path
 
 _TOKENIZER_KEYS = (
     "tokenizer.ggml.model",
@@ -107,7 +107,7 @@ def write_tiny_model(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m llama_orch.devtools.tiny_gguf",
+        prog="python -m llama_orch_devtools.tiny_gguf",
         description="Write a tiny real llama GGUF model (random weights, llama.cpp's SentencePiece vocabulary) "
         "and print its path.",
     )

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_orch.devtools.bench import flows
-from llama_orch.devtools.bench.harness import say
-from llama_orch.devtools.bench.measure import Side, complete, first_token, pair_ratios, side_by_side, single_stream
+from llama_orch_devtools.bench import flows
+from llama_orch_devtools.bench.harness import say
+from llama_orch_devtools.bench.measure import Side, complete, first_token, pair_ratios, side_by_side, single_stream
 
 # A first-token sample streams only this many tokens: the latency is the point, not the stream.
 LATENCY_TOKENS = 4

@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.token_env:
             lines.append(f"headers = {{ Authorization = {_toml_string('Bearer ${' + args.token_env + '}')} }}")
         config.write_text("\n".join(lines) + "\n")
-        env = {**os.environ, HOOKS_ENV: __name__ if __name__ != "__main__" else "llama_orch.devtools.fuzz"}
+        env = {**os.environ, HOOKS_ENV: __name__ if __name__ != "__main__" else "llama_orch_devtools.fuzz"}
         return subprocess.run(build_command(args, spec, config), env=env, cwd=scratch, check=False).returncode
 
 

@@ -11,8 +11,8 @@ import sys
 import venv
 from pathlib import Path
 
-from llama_orch.devtools.bench.harness import say
-from llama_orch.devtools.llamacpp_build import cache_root
+from llama_orch_devtools.bench.harness import say
+from llama_orch_devtools.llamacpp_build import cache_root
 
 # The newest release whose dependencies all resolve from the registry here (1.104.x-1.109.x, except 1.106.0,
 # require a certifi release that is not published); the results record it.

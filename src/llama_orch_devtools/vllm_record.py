@@ -1,6 +1,6 @@
 """Record real vLLM exchanges into the test fixtures: what the vLLM spec and simulator are checked against.
 
-    python -m llama_orch.devtools.vllm_record [--url URL] [--out DIR]
+    python -m llama_orch_devtools.vllm_record [--url URL] [--out DIR]
 
 Without --url a vLLM is started from the cached environment (`vllm_env`) serving the tiny model, and stopped
 afterwards. Each case becomes `NAME.json` (the request, the status and content type) beside `NAME.body` (the
@@ -26,11 +26,11 @@ from typing import Any
 
 import httpx
 
-from llama_orch.devtools.llamacpp_build import BuildError
-from llama_orch.devtools.vllm_env import ensure_vllm, make_tiny_model, server_command, server_environment
 from llama_orch.spawn import free_port
+from llama_orch_devtools.llamacpp_build import BuildError
+from llama_orch_devtools.vllm_env import ensure_vllm, make_tiny_model, server_command, server_environment
 
-FIXTURES = Path(__file__).resolve().parents[3] / "tests" / "fixtures" / "vllm-recordings"
+FIXTURES = Path(__file__).resolve().parents[2] / "tests" / "fixtures" / "vllm-recordings"
 SERVED_NAME = "tiny"
 MAX_MODEL_LEN = 8192  # as the test suite's vLLM (tests/support/vllm_server.py)
 READY_TIMEOUT_S = 300.0

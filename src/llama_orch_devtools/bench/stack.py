@@ -8,8 +8,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from llama_orch.devtools.bench.harness import Service, free_port
-from llama_orch.devtools.bench.orchestrator_proc import bench_config
+from llama_orch_devtools.bench.harness import Service, free_port
+from llama_orch_devtools.bench.orchestrator_proc import bench_config
 
 LOCAL = "127.0.0.1"
 
@@ -25,7 +25,7 @@ def simulator(tokens: int, slots: int) -> Service:
 def byte_proxy(engine_url: str) -> Service:
     port = free_port()
     upstream = engine_url.split("://", 1)[1]
-    cmd = [sys.executable, "-m", "llama_orch.devtools.bench.byte_proxy", "--port", str(port), "--upstream", upstream]
+    cmd = [sys.executable, "-m", "llama_orch_devtools.bench.byte_proxy", "--port", str(port), "--upstream", upstream]
     return Service("byte-proxy", cmd, f"http://{LOCAL}:{port}/health")  # the engine's health, through the proxy
 
 
@@ -34,7 +34,7 @@ def orchestrator(engine_url: str, *, streams: int, api: str = "native", profile:
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-orch-", suffix=".json")[1])
     config.write_text(bench_config(engine_url, streams=streams, api=api).model_dump_json(exclude_none=True))
-    cmd = [sys.executable, "-m", "llama_orch.devtools.bench.orchestrator_proc", str(config), "--port", str(port)]
+    cmd = [sys.executable, "-m", "llama_orch_devtools.bench.orchestrator_proc", str(config), "--port", str(port)]
     if profile is not None:
         cmd += ["--profile", str(profile)]
     # Ready once its health probe has seen the engine: a task submitted before would be refused (POOL_UNREADY).

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable, Callable
 
-from llama_orch.devtools.bench.client import (
+from llama_orch_devtools.bench.client import (
     Connection,
     HttpError,
     StreamResult,

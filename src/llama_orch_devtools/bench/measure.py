@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from llama_orch.devtools.bench.client import Connection, StreamResult
-from llama_orch.devtools.bench.flows import Flow, guarded
-from llama_orch.devtools.bench.harness import peak_rss_mib, percentile
-from llama_orch.devtools.bench.machine_load import process_cpu_s
+from llama_orch_devtools.bench.client import Connection, StreamResult
+from llama_orch_devtools.bench.flows import Flow, guarded
+from llama_orch_devtools.bench.harness import peak_rss_mib, percentile
+from llama_orch_devtools.bench.machine_load import process_cpu_s
 
 HOST = "127.0.0.1"
 

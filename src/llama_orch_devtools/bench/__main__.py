@@ -36,10 +36,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_orch.devtools.bench import concurrency, decoding, peer, profile, real_engine, relay, report, stack
-from llama_orch.devtools.bench.harness import Service, say
-from llama_orch.devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
-from llama_orch.devtools.bench.machine_load import LoadWatch
+from llama_orch_devtools.bench import concurrency, decoding, peer, profile, real_engine, relay, report, stack
+from llama_orch_devtools.bench.harness import Service, say
+from llama_orch_devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
+from llama_orch_devtools.bench.machine_load import LoadWatch
 
 SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "profile")
 # Run by default; `profile` only with --profile (or --only profile).
@@ -167,8 +167,8 @@ class Runner:
 
     def _real(self) -> dict[str, Any]:
         # Imported here: the tiny model writer needs gguf/numpy (dev tools), the other sections do not.
-        from llama_orch.devtools.llamacpp_build import ensure_llama_server
-        from llama_orch.devtools.tiny_gguf import write_tiny_model
+        from llama_orch_devtools.llamacpp_build import ensure_llama_server
+        from llama_orch_devtools.tiny_gguf import write_tiny_model
 
         binary = ensure_llama_server(progress=say)
         probe = subprocess.run([binary, "--version"], capture_output=True, text=True, check=False)

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_orch.devtools.bench import flows
-from llama_orch.devtools.bench.harness import say
-from llama_orch.devtools.bench.measure import Side, concurrent, load_figures, reset_peak_rss
-from llama_orch.devtools.bench.relay import compare
+from llama_orch_devtools.bench import flows
+from llama_orch_devtools.bench.harness import say
+from llama_orch_devtools.bench.measure import Side, concurrent, load_figures, reset_peak_rss
+from llama_orch_devtools.bench.relay import compare
 
 
 async def run(

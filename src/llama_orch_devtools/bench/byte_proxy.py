@@ -1,6 +1,6 @@
 """The physical reference: a TCP proxy that forwards bytes both ways and understands nothing.
 
-    python -m llama_orch.devtools.bench.byte_proxy --port P --upstream HOST:PORT
+    python -m llama_orch_devtools.bench.byte_proxy --port P --upstream HOST:PORT
 
 No relay can be faster than this on the same machine: it pays for the extra process, the extra socket hop and
 the event loop's wake-ups, and nothing else (no HTTP parsing, no decoding, no validation). The bench reads an
@@ -57,7 +57,7 @@ async def serve(port: int, upstream_host: str, upstream_port: int) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m llama_orch.devtools.bench.byte_proxy")
+    parser = argparse.ArgumentParser(prog="python -m llama_orch_devtools.bench.byte_proxy")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True, help="HOST:PORT of the engine")
     args = parser.parse_args(argv)

@@ -12,10 +12,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from llama_orch.devtools.bench import flows, stack, stages
-from llama_orch.devtools.bench.harness import say
-from llama_orch.devtools.bench.measure import Side, side_by_side
-from llama_orch.devtools.bench.relay import LATENCY_TOKENS
+from llama_orch_devtools.bench import flows, stack, stages
+from llama_orch_devtools.bench.harness import say
+from llama_orch_devtools.bench.measure import Side, side_by_side
+from llama_orch_devtools.bench.relay import LATENCY_TOKENS
 
 SURFACES = {"orchestrator": flows.orchestrator, "infer": flows.orchestrator_infer}
 
