@@ -13,6 +13,7 @@ Exceptions:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import UnionType
@@ -23,6 +24,8 @@ from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
 _UNIONS = (Union, UnionType)
+# `]`, `,`, `[` with only JSON whitespace between: what separates two elements of a JSON list.
+_LIST_BOUNDARY = re.compile(r"\][ \t\n\r]*,[ \t\n\r]*\[")
 
 
 class StreamError(Exception):
@@ -84,6 +87,8 @@ class StreamFormat(Generic[T]):
     _plain_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
     # ('"<error_key>"', error adapter) when in-stream errors are told apart by a key: built once, used per item.
     _error_route: tuple[str, TypeAdapter[Any]] | None = field(init=False, repr=False, compare=False)
+    # The plain item model as `list[tuple[item]]`, to validate all the payloads of one read in one call.
+    _batch_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         item_adapter = TypeAdapter(self.item)
@@ -94,10 +99,34 @@ class StreamFormat(Generic[T]):
         # A payload without the error key cannot be the error model, so it is validated against the union's other
         # members only: pydantic tries every member of a union, and this runs once per token.
         others = [m for m in get_args(self.item) if m is not self.error] if get_origin(self.item) in _UNIONS else []
+        plain: Any = self.item
         if route is not None and others:
-            plain: Any = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
+            plain = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
             item_adapter = TypeAdapter(plain)
         object.__setattr__(self, "_plain_adapter", item_adapter)
+        object.__setattr__(self, "_batch_adapter", TypeAdapter(list[tuple[plain]]))
+
+    def parse_batch(self, payloads: list[str]) -> list[Any] | None:
+        """Validate several payloads in one call, or None when that could differ from `parse` on each (then the
+        caller parses them one by one, which also finds the first bad one and its error).
+
+        The payloads are validated as `[[p1],[p2],...]` against `list[tuple[item]]`. That is the same as validating
+        each alone exactly when every `],[` between two payloads is a boundary of the outer list: then each
+        element's text is `[p]`, and a one-tuple holds exactly one JSON value. A payload that is not one value
+        could only shift a boundary by holding a `]`, `,`, `[` sequence of its own, so such payloads (even
+        inside a string) are not batched, and neither is a list that comes back with another count. Payloads that
+        may be in-stream errors and enveloped items take `parse`."""
+        route = self._error_route
+        joined = "\x00".join(payloads)  # NUL cannot be part of either marker, so none spans two payloads
+        if len(payloads) < 2 or self.envelope or (route is not None and route[0] in joined):
+            return None
+        if _LIST_BOUNDARY.search(joined):
+            return None
+        try:
+            rows = self._batch_adapter.validate_json("[[" + "],[".join(payloads) + "]]")
+        except (ValidationError, ValueError):
+            return None
+        return [row[0] for row in rows] if len(rows) == len(payloads) else None
 
     def parse(self, event: str, data: str) -> Any:
         """Decode one payload into the item model, or the error model for an in-stream error."""
@@ -132,18 +161,42 @@ class SSEDecoder:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = chunk[-1:] == b"\r"
-        lines = (self._buffer + chunk).splitlines(keepends=True)
-        self._buffer = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        data = self._buffer + chunk
         events: list[tuple[str, str]] = []
+        if b"\r" in data or self._data or self._event:
+            self._lines(data, events)
+        else:
+            self._blocks(data, events)
+        return events
+
+    def _blocks(self, data: bytes, events: list[tuple[str, str]]) -> None:
+        """The fast path for `\n` line ends (what engines send): whole events at a time, split at blank lines, and
+        an event that is one `data:` line taken without parsing it line by line. What stays buffered is the
+        unfinished event, from its start."""
+        blocks = data.split(b"\n\n")
+        self._buffer = blocks.pop()
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                value = block[6:] if block[5:6] == b" " else block[5:]
+                events.append(("message", value.decode("utf-8", errors="replace")))
+            elif block:  # other fields, comments, multi-line data, a leading blank line: the general parser
+                for line in block.split(b"\n"):
+                    self._line(line.decode("utf-8", errors="replace"), events)
+                self._line("", events)
+
+    def _lines(self, data: bytes, events: list[tuple[str, str]]) -> None:
+        """The general path, line by line (CR or CRLF line ends, or an event already begun line by line); what
+        stays buffered is an unfinished line."""
+        lines = data.splitlines(keepends=True)
+        self._buffer = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
         for raw in lines:
             self._line(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"), events)
-        return events
 
     def close(self) -> list[tuple[str, str]]:
         """Flush at EOF: a last event without its blank line is still delivered."""
         events: list[tuple[str, str]] = []
         if self._buffer:
-            self._line(self._buffer.decode("utf-8", errors="replace"), events)
+            self._lines(self._buffer + b"\n", events)
             self._buffer = b""
         self._line("", events)
         return events
@@ -207,14 +260,21 @@ class _Decoding(Generic[T]):
     def _decode(self, frames: list[tuple[str, str]]) -> tuple[list[Any], StreamError | None]:
         fmt = self.fmt
         items: list[Any] = []
-        for event, data in frames:
+        if self.finished or not frames:
+            return items, None
+        payloads = [data for _, data in frames]
+        if fmt.done is not None and fmt.done in payloads:
+            payloads = payloads[: payloads.index(fmt.done)]  # nothing after the sentinel is read
+        # All the items of one read validated in one call; None (can't vouch, or one is bad): one by one below.
+        parsed = fmt.parse_batch(payloads)
+        for k, (event, data) in enumerate(frames):
             if self.finished:
                 break
             if fmt.done is not None and data == fmt.done:
                 self.finished = True
                 break
             try:
-                item = fmt.parse(event, data)
+                item = parsed[k] if parsed is not None else fmt.parse(event, data)
             except StreamDecodeError as exc:
                 return items, exc
             if fmt.is_error(item):
