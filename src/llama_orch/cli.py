@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import importlib
 import os
+import socket
 import sys
 import time
 from pathlib import Path
@@ -50,6 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         help="scale-out mode: redis://HOST:PORT/DB (or rediss://) shared by every instance (default: "
         "$LLAMA_ORCH_STATE_URL, else in-memory, one process)",
+    )
+    serve.add_argument(
+        "--workers",
+        type=_positive,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the port, together one orchestrator (needs --state-url; default 1)",
     )
     serve.add_argument(
         "--sse-heartbeat-ms", type=int, metavar="MS", help="SSE comment frame after this much silence (default 15000)"
@@ -118,6 +127,12 @@ def _add_engine_flags(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(spawned_model=None)
 
 
+def _positive(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"not a positive whole number: {text!r}")
+    return int(text)
+
+
 def _boolean(text: str) -> bool:
     if text.lower() in ("1", "true", "yes", "on"):
         return True
@@ -140,13 +155,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from .adapters.factory import build_registry
-    from .logs import configure
     from .serve_config import config_from_args
-    from .service.app import create_app
-    from .service.drain import DrainingServer
     from .spawn import SupervisedEngine
 
     supervised: SupervisedEngine | None = None
@@ -158,16 +167,37 @@ def _serve(args: argparse.Namespace) -> int:
         args.engine, args.engine_url, args.model = "vllm", supervised.base_url, Path(args.model).name
     try:
         config, source = config_from_args(args)
-        secrets = [os.environ.get(v, "") for v in _token_vars(config)]
-        configure(args.log_level, secrets)
-        app = create_app(config, build_registry(config))
-        print(f"llama-orch {__version__} serving {source} on http://{args.host}:{args.port}", file=sys.stderr)
-        settings = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
-        DrainingServer(settings, app.state.orchestrator).run()
+        if args.workers > 1 and not config.state_url:
+            raise ConfigError(f"--workers {args.workers} needs --state-url: in-memory state is one process's own")
+        workers = f" with {args.workers} workers" if args.workers > 1 else ""
+        print(f"llama-orch {__version__} serving {source} on http://{args.host}:{args.port}{workers}", file=sys.stderr)
+        if args.workers > 1:
+            from .service.workers import run_workers
+
+            run_workers(args.workers, args.host, args.port, functools.partial(_serve_instance, args))
+        else:
+            _serve_instance(args)
     finally:
         if supervised is not None:
             supervised.stop()
     return 0
+
+
+def _serve_instance(args: argparse.Namespace, sockets: list[socket.socket] | None = None) -> None:
+    """One orchestrator instance: this process, or one worker of `--workers N` (on the parent's socket)."""
+    import uvicorn
+
+    from .adapters.factory import build_registry
+    from .logs import configure
+    from .serve_config import config_from_args
+    from .service.app import create_app
+    from .service.drain import DrainingServer
+
+    config, _ = config_from_args(args)
+    configure(args.log_level, [os.environ.get(v, "") for v in _token_vars(config)])
+    app = create_app(config, build_registry(config))
+    settings = uvicorn.Config(app, host=args.host, port=args.port, log_level="warning", access_log=False)
+    DrainingServer(settings, app.state.orchestrator).run(sockets=sockets)
 
 
 def _spawn_llama(args: argparse.Namespace) -> Any:

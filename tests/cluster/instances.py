@@ -92,10 +92,10 @@ def pool_config(directory: Path, engine_url: str, queue: dict[str, Any] | None =
     return path
 
 
-def instance(name: str, config: Path, state_url: str) -> Process:
+def instance(name: str, config: Path, state_url: str, *extra: str) -> Process:
     port = free_port()
     args = [sys.executable, "-m", "llama_orch.cli", "serve", "--config", str(config), "--port", str(port)]
-    args += ["--state-url", state_url, "--log-level", "warning"]
+    args += ["--state-url", state_url, "--log-level", "warning", *extra]
     return Process(name, args, f"http://127.0.0.1:{port}", "/v1/pools/p/health").start()
 
 

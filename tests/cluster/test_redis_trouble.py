@@ -1,5 +1,5 @@
 """Redis trouble is a clear answer, never a hang: two real instances, a real redis-server killed (-9) and
-restarted empty on the same port."""
+restarted empty on the same port, or stalled (SIGSTOP) and resumed with its data."""
 
 from __future__ import annotations
 
@@ -84,3 +84,23 @@ def test_redis_restarted_empty_ends_the_tasks_it_lost(
     terminal = one_terminal(events)
     assert terminal.event == "error" and terminal.data["code"] == "STATE_UNAVAILABLE", terminal
     assert engine_idle(engine, 5.0), "the engine still runs the task Redis lost"
+
+
+def test_redis_stalled_mid_stream_ends_the_stream_once(
+    pair: list[Process], redis_server: RedisServer, engine: Process
+) -> None:
+    a, b = pair
+    answer = httpx.post(f"{a.url}/v1/tasks", json=LONG, timeout=GUARD_S)
+    assert answer.status_code == 202, answer.text
+    events: list[Frame] = []
+    with httpx.stream("GET", f"{b.url}/v1/tasks/{answer.json()['task_id']}/stream", timeout=GUARD_S) as stream:
+        for frame in frames(stream):
+            events.append(frame)
+            if sum(f.event == "token" for f in events) == 3:
+                redis_server.pause()
+                time.sleep(4.0)  # longer than the socket timeout: the owner's writes fail meanwhile
+                redis_server.resume()
+    terminal = one_terminal(events)
+    assert terminal.event == "error" and terminal.data["code"] == "STATE_UNAVAILABLE", terminal
+    assert [int(f.id) for f in events if f.id] == list(range(len(events))), "events lost or repeated"
+    assert engine_idle(engine, 5.0), "the engine still runs a task whose stream could not be written"

@@ -51,7 +51,7 @@ def check_families(families: dict[str, Family]) -> None:
                     key = tuple(sorted((k, v) for k, v in labels.items() if k != "le"))
                     series.setdefault(key, []).append((labels["le"], value))
             for key, buckets in series.items():
-                assert [le for le, _ in buckets] == [*(f"{b:g}" for b in spec.buckets or ()), "+Inf"], buckets
+                assert [float(le) for le, _ in buckets] == [*(spec.buckets or ()), float("inf")], buckets
                 counts = [count for _, count in buckets]
                 assert counts == sorted(counts), buckets
                 assert counts[-1] == total(families, name, f"{name}_count", **dict(key))
@@ -145,3 +145,10 @@ def test_tokens_out_counts_every_token_streamed(driven: tuple[dict[str, Family],
 
 def test_rejections_by_a_pool_carry_its_engine(driven: tuple[dict[str, Family], Any, Any]) -> None:
     assert total(driven[0], "tasks_rejected_total", engine="mock", reason="ADMISSION_REJECT") == 1
+
+
+def test_the_instance_says_where_its_state_lives(driven: tuple[dict[str, Family], Any, Any]) -> None:
+    families = driven[0]
+    [(_, labels, value)] = families["instance_info"].samples
+    assert labels["state"] == "memory" and labels["instance_id"] and value == 1
+    assert not families["cluster_queue_depth"].samples and not families["cluster_inflight"].samples

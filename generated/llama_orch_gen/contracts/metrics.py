@@ -19,6 +19,10 @@ class MetricFamily(BaseModel):
     Label names, each matching ^[a-z_][a-z0-9_]*$.
     """
     buckets: Annotated[list[float] | None, Field(min_length=1)] = None
+    aggregate: Annotated[Literal["sum", "latest"] | None, Field(title="GaugeAggregate")] = None
+    """
+    How a gauge's values from the worker processes of one `serve --workers N` combine in one scrape: summed over the live workers (the default), or the most recently written value (a figure every worker reads from the shared state).
+    """
 
 
 class MetricsContract(BaseModel):

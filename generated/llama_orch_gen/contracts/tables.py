@@ -73,6 +73,7 @@ class MetricFamilySpec(NamedTuple):
     help: str
     labels: tuple[str, ...]
     buckets: tuple[float, ...] | None
+    aggregate: str  # gauges over `serve --workers N`: "sum" or "latest"
 
 
 METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
@@ -88,6 +89,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "priority",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "tasks_started_total",
@@ -101,6 +103,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "priority",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "tasks_canceled_total",
@@ -114,6 +117,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "reason",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "tasks_rejected_total",
@@ -124,6 +128,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "reason",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "tasks_finished_total",
@@ -137,6 +142,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "outcome",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "queue_depth",
@@ -149,6 +155,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "priority",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "latency_first_token_ms",
@@ -173,6 +180,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             2000,
             3000,
         ),
+        "sum",
     ),
     MetricFamilySpec(
         "latency_decode_ms",
@@ -196,6 +204,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             8000,
             12000,
         ),
+        "sum",
     ),
     MetricFamilySpec(
         "tokens_in_total",
@@ -208,6 +217,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "replica_id",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "tokens_out_total",
@@ -220,6 +230,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "replica_id",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "admission_backpressure_events_total",
@@ -230,6 +241,7 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
             "policy",
         ),
         None,
+        "sum",
     ),
     MetricFamilySpec(
         "sse_backpressure_drops_total",
@@ -237,5 +249,39 @@ METRIC_FAMILIES: Final[tuple[MetricFamilySpec, ...]] = (
         "Metrics frames dropped for a slow stream reader (tokens are never dropped).",
         ("pool_id",),
         None,
+        "sum",
+    ),
+    MetricFamilySpec(
+        "instance_info",
+        "gauge",
+        "1 per orchestrator instance (process): its id and where its state lives (memory or redis).",
+        (
+            "instance_id",
+            "state",
+        ),
+        None,
+        "sum",
+    ),
+    MetricFamilySpec(
+        "cluster_queue_depth",
+        "gauge",
+        "Tasks waiting in a pool\u0027s shared queue, read from the shared state at scrape (scale-out mode only).",
+        (
+            "pool_id",
+            "priority",
+        ),
+        None,
+        "latest",
+    ),
+    MetricFamilySpec(
+        "cluster_inflight",
+        "gauge",
+        "Tasks running on a replica, counted across all instances, read from the shared state at scrape (scale-out mode only).",
+        (
+            "pool_id",
+            "replica_id",
+        ),
+        None,
+        "latest",
     ),
 )

@@ -134,6 +134,8 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
 
     async def metrics(_: Request) -> Response:
         orch.refresh_gauges()
+        if cluster is not None:
+            await cluster.refresh_gauges()
         return Response(orch.metrics.render(), media_type="text/plain; version=0.0.4")
 
     async def openapi(_: Request) -> Response:

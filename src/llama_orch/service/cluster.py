@@ -15,7 +15,6 @@ import asyncio
 import json
 import logging
 import time
-import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Coroutine
 from contextlib import suppress
@@ -40,6 +39,7 @@ __all__ = ["Cluster"]
 logger = logging.getLogger("llama_orch.service")
 
 _LEASE_EVERY_S = 1.0
+_RETRY_S = 0.5  # between attempts to write a terminal entry while Redis is away
 _RECENT_CANCELS = 4096  # cancels heard for tasks not (yet) running here: a claim that raced its cancel sees it
 _CANCEL_REASONS = frozenset(get_args(CancelReason))
 
@@ -56,7 +56,7 @@ class Cluster:
     def __init__(self, orch: Orchestrator, state: RedisState) -> None:
         self.orch = orch
         self.state = state
-        self.instance = f"{uuid.uuid4().hex[:12]}"
+        self.instance = orch.instance_id
         self.hold_ms = int(orch.hold_s * 1000)
         self.heartbeat_s = (orch.config.sse_heartbeat_ms or 15_000) / 1000.0
         self._loops: list[asyncio.Task[None]] = []
@@ -209,25 +209,38 @@ class Cluster:
     # -- streams -----------------------------------------------------------------------------------------------
 
     async def _pump(self, run: TaskRun) -> None:
-        """Copy the run's batches to its Redis stream (one entry per engine read); the terminal one only once. A
-        run whose stream cannot be written is canceled, and still read to its end (so the engine call ends now)."""
-        writing = True
+        """Copy the run's batches to its Redis stream (one entry per engine read). A run whose stream cannot be
+        written is canceled (the engine call ends now) and its stream ends with STATE_UNAVAILABLE, not with what the
+        cancel made of it: the client did not cancel."""
+        lost: Item | None = None
         try:
             async for batch in run.batches():
                 if self.orch.runs.get(run.task_id) is not run:
                     return  # requeued: another attempt writes the stream
-                try:
-                    if batch.final:
-                        await self.state.finish(run.task_id, batch.items)
-                    elif writing and not await self.state.append(run.task_id, batch):
-                        raise ApiError("STATE_UNAVAILABLE", "the task ended elsewhere or was lost by Redis")
-                except ApiError as error:
-                    if writing:
+                if batch.final:
+                    await self._write_terminal(run.task_id, batch.items if lost is None else [lost])
+                elif lost is None:
+                    try:
+                        if not await self.state.append(run.task_id, batch):
+                            raise ApiError("STATE_UNAVAILABLE", "the task ended elsewhere or was lost by Redis")
+                    except ApiError as error:
                         logger.warning("cannot write the stream of task %s: %s", run.task_id, error.message)
+                        lost = error_event(
+                            "STATE_UNAVAILABLE", f"the task's events could not be shared: {error.message}", None
+                        )
                         self.orch.cancel(run.task_id, "shutdown")
-                    writing = False
         finally:
             self.orch.delivered(run)
+
+    async def _write_terminal(self, task_id: str, items: list[Item]) -> None:
+        """Written once Redis answers again, however long it is away: readers waiting on the stream get it then."""
+        while True:
+            try:
+                await self.state.finish(task_id, items)
+                return
+            except ApiError as error:
+                logger.warning("cannot end the stream of task %s yet: %s", task_id, error.message)
+                await asyncio.sleep(_RETRY_S)
 
     async def open_stream(self, task_id: str, seen: int) -> AsyncIterator[Batch]:
         """The events after number `seen`, from any instance; `ApiError` NOT_FOUND / CONFLICT before the first."""
@@ -248,6 +261,21 @@ class Cluster:
         """The owner cancels the task if no reader is back within `stream_hold_ms` from now."""
         with suppress(ApiError):
             await self.state.reader_present(task_id, self.hold_ms)
+
+    # -- metrics ---------------------------------------------------------------------------------------------
+
+    async def refresh_gauges(self) -> None:
+        """The cluster gauges as Redis holds them now (on a Redis failure the last figures stay)."""
+        for pool_id in self.orch.pools:
+            try:
+                depths, inflight = await self.state.gauges(pool_id)
+            except ApiError as error:
+                logger.debug("cluster gauges of pool %s: %s", pool_id, error.message)
+                continue
+            for priority, depth in depths.items():
+                self.orch.metrics.set("cluster_queue_depth", depth, pool_id=pool_id, priority=priority)
+            for replica_id, count in inflight.items():
+                self.orch.metrics.set("cluster_inflight", count, pool_id=pool_id, replica_id=replica_id)
 
     # -- cancel ------------------------------------------------------------------------------------------------
 

@@ -1,88 +1,71 @@
 """Prometheus metrics exactly as the contract in specs/schemas/metrics.json declares them (names, types, labels,
-buckets come from the generated catalog), rendered in the text exposition format without a client library."""
+buckets and gauge aggregation come from the generated catalog), kept and rendered by `prometheus_client`.
+
+Under `serve --workers N` every worker process writes its values to files in `PROMETHEUS_MULTIPROC_DIR` (set by the
+parent before the workers start) and a scrape of any worker renders all of them: counters and histograms summed,
+gauges summed over the live workers or, for figures every worker reads from the shared state, the latest one."""
 
 from __future__ import annotations
 
-import bisect
-from collections.abc import Mapping
+import os
+from typing import Literal
 
+import prometheus_client
 from llama_orch_gen.contracts.tables import METRIC_FAMILIES, MetricFamilySpec
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.metrics import MetricWrapperBase
 
-__all__ = ["Metrics"]
+__all__ = ["Metrics", "mark_worker_dead"]
 
-LabelValues = tuple[str, ...]
+prometheus_client.disable_created_metrics()  # type: ignore[no-untyped-call]  # `*_created` series are not in the contract
+
+_GaugeMode = Literal["livesum", "livemostrecent"]
+_GAUGE_MODES: dict[str, _GaugeMode] = {"sum": "livesum", "latest": "livemostrecent"}
 
 
-class _Family:
-    __slots__ = ("spec", "values", "histograms")
+def _multiprocess_dir() -> str | None:
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or None
 
-    def __init__(self, spec: MetricFamilySpec) -> None:
-        self.spec = spec
-        self.values: dict[LabelValues, float] = {}
-        # per label set: (bucket counts, sum, count)
-        self.histograms: dict[LabelValues, tuple[list[int], list[float]]] = {}
+
+def _family(spec: MetricFamilySpec, registry: CollectorRegistry) -> MetricWrapperBase:
+    if spec.type == "counter":
+        return Counter(spec.name, spec.help, spec.labels, registry=registry)
+    if spec.type == "histogram":
+        return Histogram(spec.name, spec.help, spec.labels, registry=registry, buckets=spec.buckets or ())
+    return Gauge(spec.name, spec.help, spec.labels, registry=registry, multiprocess_mode=_GAUGE_MODES[spec.aggregate])
 
 
 class Metrics:
     """The orchestrator's metric families; a label set that does not match the contract is a bug and raises."""
 
     def __init__(self) -> None:
-        self._families = {spec.name: _Family(spec) for spec in METRIC_FAMILIES}
-
-    def _key(self, name: str, labels: Mapping[str, str]) -> tuple[_Family, LabelValues]:
-        family = self._families[name]
-        if set(labels) != set(family.spec.labels):
-            raise ValueError(f"{name} takes labels {family.spec.labels}, got {sorted(labels)}")
-        return family, tuple(labels[label] for label in family.spec.labels)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._families = {spec.name: _family(spec, self._registry) for spec in METRIC_FAMILIES}
 
     def inc(self, name: str, amount: float = 1.0, /, **labels: str) -> None:
-        family, key = self._key(name, labels)
-        family.values[key] = family.values.get(key, 0.0) + amount
+        self._families[name].labels(**labels).inc(amount)  # type: ignore[attr-defined]
 
     def set(self, name: str, value: float, /, **labels: str) -> None:
-        family, key = self._key(name, labels)
-        family.values[key] = value
+        self._families[name].labels(**labels).set(value)  # type: ignore[attr-defined]
 
     def observe(self, name: str, value: float, /, **labels: str) -> None:
-        family, key = self._key(name, labels)
-        buckets = family.spec.buckets or ()
-        counts, totals = family.histograms.setdefault(key, ([0] * (len(buckets) + 1), [0.0, 0.0]))
-        counts[bisect.bisect_left(buckets, value)] += 1
-        totals[0] += value
-        totals[1] += 1
+        self._families[name].labels(**labels).observe(value)  # type: ignore[attr-defined]
 
     def value(self, name: str, /, **labels: str) -> float:
-        """Current value of one counter or gauge series (0 when never touched)."""
-        family, key = self._key(name, labels)
-        return family.values.get(key, 0.0)
+        """Current value of one counter or gauge series in this process (0 when never touched)."""
+        return self._registry.get_sample_value(name, labels) or 0.0
 
     def render(self) -> str:
-        lines: list[str] = []
-        for family in self._families.values():
-            spec = family.spec
-            lines.append(f"# HELP {spec.name} {spec.help}")
-            lines.append(f"# TYPE {spec.name} {spec.type}")
-            for key, value in family.values.items():
-                lines.append(f"{spec.name}{_labels(spec.labels, key)} {_number(value)}")
-            for key, (counts, (total, count)) in family.histograms.items():
-                cumulative = 0
-                for bound, n in zip((*(spec.buckets or ()), float("inf")), counts, strict=True):
-                    cumulative += n
-                    le = "+Inf" if bound == float("inf") else _number(bound)
-                    lines.append(f"{spec.name}_bucket{_labels((*spec.labels, 'le'), (*key, le))} {cumulative}")
-                lines.append(f"{spec.name}_sum{_labels(spec.labels, key)} {_number(total)}")
-                lines.append(f"{spec.name}_count{_labels(spec.labels, key)} {_number(count)}")
-        return "\n".join(lines) + "\n"
+        directory = _multiprocess_dir()
+        if directory is None:
+            return generate_latest(self._registry).decode()
+        merged = CollectorRegistry(auto_describe=False)
+        multiprocess.MultiProcessCollector(merged, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(merged).decode()
 
 
-def _labels(names: tuple[str, ...], values: LabelValues) -> str:
-    pairs = ",".join(f'{n}="{_escape(v)}"' for n, v in zip(names, values, strict=True))
-    return "{" + pairs + "}"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
-
-
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else repr(value)
+def mark_worker_dead(pid: int) -> None:
+    """A worker exited: its live gauges leave the merged scrape (its counters stay counted)."""
+    directory = _multiprocess_dir()
+    if directory is not None:
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]

@@ -35,6 +35,10 @@ class Orchestrator:
         self.config = config
         self.registry = registry
         self.metrics = Metrics()
+        self.instance_id = uuid.uuid4().hex[:12]  # this process's name among the instances of one orchestrator
+        self.metrics.set(
+            "instance_info", 1, instance_id=self.instance_id, state="redis" if config.state_url else "memory"
+        )
         self.sessions = SessionStore(config.session_ttl_ms or 600_000, config.session_max_turns or 8)
         self.runs: dict[str, TaskRun] = {}
         self.hold_s = (config.stream_hold_ms if config.stream_hold_ms is not None else 60_000) / 1000.0

@@ -12,6 +12,8 @@ Sections (each compares its sides in the same run, in alternating pairs, and rep
   peer         the same simulator's OpenAI-compatible /v1/completions: direct, byte proxy, the orchestrator
                (api: openai) and LiteLLM's proxy (own virtual environment in the cache, made on first use)
   real         the real llama-server (cached build) with the tiny model: direct vs through the orchestrator
+  cluster      scale-out cost: the relay through one in-memory instance vs one instance on a throwaway
+               redis-server vs two instances on it (submit on one, read from the other)
   profile      (with --profile) the orchestrator under cProfile: µs per token by stage of the hot path
 
 Every process under test runs on its own (simulator, byte proxy, orchestrator under uvicorn with one worker,
@@ -36,12 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_orch_devtools.bench import concurrency, decoding, peer, profile, real_engine, relay, report, stack
+from llama_orch_devtools.bench import cluster, concurrency, decoding, peer, profile, real_engine, relay, report, stack
 from llama_orch_devtools.bench.harness import Service, say
 from llama_orch_devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
 from llama_orch_devtools.bench.machine_load import LoadWatch
 
-SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "profile")
+SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "cluster", "profile")
 # Run by default; `profile` only with --profile (or --only profile).
 DEFAULT_SECTIONS = SECTIONS[:-1]
 
@@ -130,6 +132,8 @@ class Runner:
             return asyncio.run(concurrency.run(orch.port, orch.pid, levels=list(sz.levels), tokens=sz.level_tokens))
         if section == "peer":
             return self._peer()
+        if section == "cluster":
+            return self._cluster()
         if section == "profile":
             return self._profile()
         return self._real()
@@ -144,6 +148,28 @@ class Runner:
         sz = self.sizes
         return profile.run(
             self.simulator().base_url, tokens=sz.relay_tokens, rounds=sz.relay_rounds, unprofiled=unprofiled
+        )
+
+    def _cluster(self) -> dict[str, Any]:
+        sz = self.sizes
+        engine, memory = self.simulator().base_url, self.orchestrator()
+        state_url = self.stack.enter_context(stack.redis_server())
+        streams = max(sz.levels)  # the in-memory instance's admission limits: like for like
+        redis = [
+            self._service(
+                f"orchestrator {name} (Redis)",
+                lambda: stack.orchestrator(engine, streams=streams, state_url=state_url),
+            )
+            for name in ("A", "B")
+        ]
+        return asyncio.run(
+            cluster.run(
+                (memory.port, memory.pid),
+                ((redis[0].port, redis[0].pid), (redis[1].port, redis[1].pid)),
+                tokens=sz.relay_tokens,
+                rounds=sz.relay_rounds,
+                latency_samples=sz.latency_samples,
+            )
         )
 
     def _peer(self) -> dict[str, Any]:

@@ -60,13 +60,27 @@ async def orchestrator_infer(conn: Connection, n: int, seed: int) -> StreamResul
 async def orchestrator(conn: Connection, n: int, seed: int) -> StreamResult:
     """Submit, then read the task's stream. A refused submission is an error, not a lost task: `accepted`
     tells them apart for the concurrency figures."""
+    return await _submit_then_read(conn, conn, n, seed)
+
+
+def across(submit: Connection) -> Flow:
+    """Scale-out mode's cross-instance path: submit on one instance (`submit`), read the stream from another (the
+    flow's own connection)."""
+
+    async def flow(conn: Connection, n: int, seed: int) -> StreamResult:
+        return await _submit_then_read(submit, conn, n, seed)
+
+    return flow
+
+
+async def _submit_then_read(submit: Connection, read: Connection, n: int, seed: int) -> StreamResult:
     result = _now()
-    status, admission = await conn.json("POST", "/v1/tasks", {"prompt": PROMPT, "max_tokens": n, "seed": seed})
+    status, admission = await submit.json("POST", "/v1/tasks", {"prompt": PROMPT, "max_tokens": n, "seed": seed})
     if status != 202:
         result.error = f"POST /v1/tasks: HTTP {status}: {admission}"
         return result
     result.accepted = True
-    return await conn.stream("GET", f"/v1/tasks/{admission['task_id']}/stream", None, orchestrator_stream, result)
+    return await read.stream("GET", f"/v1/tasks/{admission['task_id']}/stream", None, orchestrator_stream, result)
 
 
 def _now() -> StreamResult:

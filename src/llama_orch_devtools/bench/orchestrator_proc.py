@@ -22,10 +22,14 @@ from llama_orch.adapters.factory import build_registry
 from llama_orch.service.app import create_app
 
 
-def bench_config(engine_url: str, *, streams: int, api: str = "native") -> OrchestratorConfig:
-    """One llama.cpp pool on one replica, admitting `streams` tasks at once with room to spare."""
+def bench_config(
+    engine_url: str, *, streams: int, api: str = "native", state_url: str | None = None
+) -> OrchestratorConfig:
+    """One llama.cpp pool on one replica, admitting `streams` tasks at once with room to spare (in scale-out mode
+    over `state_url` when given)."""
     return OrchestratorConfig.model_validate(
         {
+            **({"state_url": state_url} if state_url else {}),
             "pools": [
                 {
                     "id": "bench",
@@ -34,7 +38,7 @@ def bench_config(engine_url: str, *, streams: int, api: str = "native") -> Orche
                     "queue": {"capacity": streams, "policy": "reject"},
                     "replicas": [{"id": "r0", "base_url": engine_url, "api": api, "max_inflight": streams}],
                 }
-            ]
+            ],
         }
     )
 

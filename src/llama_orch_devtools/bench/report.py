@@ -13,6 +13,8 @@ from typing import Any
 
 import matplotlib
 
+from llama_orch_devtools.bench import cluster
+
 matplotlib.use("Agg")  # no display here, and none needed for files
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib import ticker  # noqa: E402
@@ -92,6 +94,15 @@ def targets(sections: dict[str, Any]) -> list[dict[str, Any]]:
                 p99, rss = level["first_token_p99_ms"], level["peak_rss_mib"]
                 out.append(_target("512 streams: first-token p99", "<= 1 s", f"{p99 / 1000:.2f} s", p99 <= 1000))
                 out.append(_target("512 streams: peak RSS", "<= 200 MiB", f"{rss:.0f} MiB", rss <= 200))
+    if clus := sections.get("cluster"):
+        for side, label in cluster.SIDES.items():
+            pairs = clus["throughput"]["pairs"][side]
+            measured = f"{pairs['median']:.2f}x ({pairs['min']:.2f}-{pairs['max']:.2f})"
+            name = f"scale-out relay vs in-memory, 1 stream ({label}; median of {pairs['pairs']} pairs)"
+            out.append(_target(name, ">= 0.9x", measured, pairs["median"] >= 0.9))
+            added = clus["first_token"]["added_p50_ms"][side]
+            name = f"scale-out added first token p50 ({label})"
+            out.append(_target(name, "<= +1 ms", f"+{added:.2f} ms", added <= 1.0))
     if peer := sections.get("peer"):
         ratio, closer = peer["orchestrator_vs_litellm"], peer["first_token_closeness"]
         route = "same route `/v1/completions`"
@@ -121,6 +132,11 @@ def write(results: dict[str, Any], out: Path) -> list[Path]:
 
 def _f(value: float | None, digits: int = 0) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:,.{digits}f}"
+
+
+def _signed_ms(value: float) -> str:
+    """An added latency: below zero when the relayed side's figure came out lower (noise, or a warmer path)."""
+    return "n/a" if math.isnan(value) else f"{value:+.2f} ms"
 
 
 def run_line(results: dict[str, Any]) -> str:
@@ -207,6 +223,17 @@ def markdown(results: dict[str, Any]) -> str:
             "The tiny model may end a stream early (end of sequence): tokens/s counts what each stream delivered.",
             "",
         ]
+    if clus := s.get("cluster"):
+        labels = {"memory": "one instance, in-memory", **cluster.SIDES}
+        lines += [
+            f"## Scale-out cost: one `/v1/tasks` stream of {clus['throughput']['tokens']} tokens, in-memory vs "
+            "on Redis",
+            "",
+            *_comparison_lines(clus, labels),
+            "The ratios here are against the in-memory instance, not the engine. On Redis every engine read is one "
+            "stream entry (XADD) that the reader takes from Redis, on the owning instance or another.",
+            "",
+        ]
     if dec := s.get("decoding"):
         lines += _decoding_lines(dec)
     if results["skipped"]:
@@ -250,7 +277,7 @@ def _comparison_lines(section: dict[str, Any], labels: dict[str, str]) -> list[s
         cpu = f"{_f(figures['cpu_us_per_token'], 1)} µs" if "cpu_us_per_token" in figures else ""
         if name == direct:
             lines.append(
-                f"| {label} | {_f(figures['tokens_per_s'])} | | | | {_f(ft[name]['p50_ms'], 2)} ms "
+                f"| {label} | {_f(figures['tokens_per_s'])} | | | {cpu} | {_f(ft[name]['p50_ms'], 2)} ms "
                 f"| {_f(ft[name]['p99_ms'], 2)} ms | | |"
             )
             continue
@@ -258,8 +285,8 @@ def _comparison_lines(section: dict[str, Any], labels: dict[str, str]) -> list[s
         lines.append(
             f"| {label} | {_f(figures['tokens_per_s'])} | **{pairs['median']:.2f}x** | {pairs['min']:.2f}-"
             f"{pairs['max']:.2f} ({pairs['q1']:.2f}-{pairs['q3']:.2f}) | {cpu} | {_f(ft[name]['p50_ms'], 2)} ms "
-            f"| {_f(ft[name]['p99_ms'], 2)} ms | +{_f(ft['added_p50_ms'][name], 2)} ms "
-            f"| +{_f(ft['added_p99_ms'][name], 2)} ms |"
+            f"| {_f(ft[name]['p99_ms'], 2)} ms | {_signed_ms(ft['added_p50_ms'][name])} "
+            f"| {_signed_ms(ft['added_p99_ms'][name])} |"
         )
     complete = ", ".join(f"{labels[name].split(' (')[0]} {n}" for name, n in t["complete"].items())
     same = all(t["same_text"].values())
@@ -267,8 +294,8 @@ def _comparison_lines(section: dict[str, Any], labels: dict[str, str]) -> list[s
     return [
         *lines,
         "",
-        f"{pairs_n} alternating pairs per relay. Complete streams of {t[direct]['streams']}: {complete}; relayed text "
-        f"identical to the engine's: {'yes' if same else 'NO'}. Relay CPU per token: the relaying process's "
+        f"{pairs_n} alternating pairs per relay. Complete streams of {t[direct]['streams']}: {complete}; "
+        f"text identical to the first row's: {'yes' if same else 'NO'}. Relay CPU per token: the relaying process's "
         "CPU time (/proc) over the stream, per token delivered.",
         "",
     ]

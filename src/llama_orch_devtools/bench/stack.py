@@ -1,12 +1,19 @@
 """The processes under test, each in its own process: engine simulator, byte proxy, orchestrator, LiteLLM,
-llama-server."""
+llama-server, and the Redis of the cluster section."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
 import sys
 import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+
+import redis
 
 from llama_orch_devtools.bench.harness import Service, free_port
 from llama_orch_devtools.bench.orchestrator_proc import bench_config
@@ -29,11 +36,20 @@ def byte_proxy(engine_url: str) -> Service:
     return Service("byte-proxy", cmd, f"http://{LOCAL}:{port}/health")  # the engine's health, through the proxy
 
 
-def orchestrator(engine_url: str, *, streams: int, api: str = "native", profile: Path | None = None) -> Service:
-    """`api` is the engine route the llama.cpp adapter takes: `native` (/completion) or `openai` (/v1/completions)."""
+def orchestrator(
+    engine_url: str,
+    *,
+    streams: int,
+    api: str = "native",
+    profile: Path | None = None,
+    state_url: str | None = None,
+) -> Service:
+    """`api` is the engine route the llama.cpp adapter takes: `native` (/completion) or `openai` (/v1/completions);
+    with `state_url`, the instance runs in scale-out mode on that Redis."""
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-orch-", suffix=".json")[1])
-    config.write_text(bench_config(engine_url, streams=streams, api=api).model_dump_json(exclude_none=True))
+    settings = bench_config(engine_url, streams=streams, api=api, state_url=state_url)
+    config.write_text(settings.model_dump_json(exclude_none=True))
     cmd = [sys.executable, "-m", "llama_orch_devtools.bench.orchestrator_proc", str(config), "--port", str(port)]
     if profile is not None:
         cmd += ["--profile", str(profile)]
@@ -64,3 +80,34 @@ def llama_server(binary: Path, model: Path) -> Service:
     port = free_port()
     cmd = [str(binary), "-m", str(model), "--host", LOCAL, "--port", str(port), "-c", "2048", "-t", "1"]
     return Service("llama-server", cmd, f"http://{LOCAL}:{port}/health")
+
+
+@contextmanager
+def redis_server() -> Iterator[str]:
+    """A throwaway `redis-server` (no persistence, its own port and directory) for the cluster section; its URL."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is not installed (Debian: apt-get install redis-server)")
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="bench-redis-") as directory:
+        args = [binary, "--port", str(port), "--bind", LOCAL, "--dir", directory, "--save", "", "--appendonly", "no"]
+        process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _wait_for_redis(port, process)
+            yield f"redis://{LOCAL}:{port}/0"
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
+def _wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            with redis.Redis(host=LOCAL, port=port, socket_timeout=1) as client:
+                client.ping()
+            return
+        except redis.ConnectionError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"redis-server did not start on port {port}") from None
+            time.sleep(0.05)

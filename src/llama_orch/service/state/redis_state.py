@@ -100,7 +100,12 @@ def _session(session_id: str) -> str:
     return f"{PREFIX}s:{session_id}"
 
 
+def _lease(instance: str) -> str:
+    return f"{PREFIX}i:{instance}"
+
+
 _RUNNING = PREFIX + "running"
+_PRIORITIES = ("interactive", "batch")
 
 
 class RedisState:
@@ -149,17 +154,20 @@ class RedisState:
         this instance claimed in the same step (as `claim`)."""
         pool = admission.pool
         keys = [task_key(admission.task_id), _lane(pool, "interactive"), _lane(pool, "batch"), _counts(pool), _RUNNING]
+        keys.append(_lease(instance))
         flat = [str(v) for pair in admission.fields.items() for v in pair]
         args: list[str | int] = [admission.task_id, admission.priority, admission.capacity, admission.policy]
-        args += [admission.replicas, TASK_TTL_MS, instance, now_ms, task_key(""), *flat]
+        args += [admission.replicas, TASK_TTL_MS, instance, now_ms, task_key(""), LEASE_MS, *flat]
         answer = list(await self.call(self._admit(keys=keys, args=args)))
         return answer[:3], _claimed(answer[3:])
 
     async def claim(self, pool: str, instance: str, replicas: str, now_ms: int) -> Claim | str | None:
         """The next queued task this instance may run (a `Claim`), a task id whose deadline passed in the queue
         (a `str`), or None."""
-        keys = [_lane(pool, "interactive"), _lane(pool, "batch"), _counts(pool), _RUNNING]
-        return _claimed(await self.call(self._claim(keys=keys, args=[instance, replicas, now_ms, task_key("")])))
+        keys = [_lane(pool, "interactive"), _lane(pool, "batch"), _counts(pool), _RUNNING, _lease(instance)]
+        return _claimed(
+            await self.call(self._claim(keys=keys, args=[instance, replicas, now_ms, task_key(""), LEASE_MS]))
+        )
 
     async def release(self, task_id: str, pool: str, replica: str) -> None:
         await self.call(self._release(keys=[_RUNNING, _counts(pool)], args=[task_id, replica]))
@@ -173,6 +181,15 @@ class RedisState:
     async def unqueue(self, task_id: str, pool: str, priority: str) -> bool:
         """Take a queued task out of its lane (cancel before it ran); True when it was there."""
         return bool(await self.call(self.client.lrem(_lane(pool, priority), 1, task_id)))
+
+    async def gauges(self, pool: str) -> tuple[dict[str, int], dict[str, int]]:
+        """The pool's queue depth per priority and its running tasks per replica."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for priority in _PRIORITIES:
+                pipe.llen(_lane(pool, priority))
+            pipe.hgetall(_counts(pool))
+            *depths, counts = await self.call(pipe.execute())
+        return dict(zip(_PRIORITIES, map(int, depths), strict=True)), {r: int(n) for r, n in counts.items()}
 
     # -- tasks -------------------------------------------------------------------------------------------------
 
@@ -285,10 +302,10 @@ class RedisState:
     # -- instances ---------------------------------------------------------------------------------------------
 
     async def renew_lease(self, instance: str) -> None:
-        await self.call(self.client.set(f"{PREFIX}i:{instance}", "1", px=LEASE_MS))
+        await self.call(self.client.set(_lease(instance), "1", px=LEASE_MS))
 
     async def drop_lease(self, instance: str) -> None:
-        await self.call(self.client.delete(f"{PREFIX}i:{instance}"))
+        await self.call(self.client.delete(_lease(instance)))
 
     async def orphans(self, me: str) -> list[tuple[str, str]]:
         """(task, dead owner) for every running task whose owner's lease expired."""
@@ -298,7 +315,7 @@ class RedisState:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for owner in owners:
-                pipe.exists(f"{PREFIX}i:{owner}")
+                pipe.exists(_lease(owner))
             alive = await self.call(pipe.execute())
         dead = {owner for owner, present in zip(owners, alive, strict=True) if not present}
         return [(task, owner) for task, owner in running.items() if owner in dead]

@@ -31,10 +31,11 @@ end
 """
 
 # The next queued task `instance` may run now: interactive before batch, oldest first; a task bound to its replica
-# (kv reuse) waits for it while later ones may go. Lanes, counts and running are keys; replicas decoded JSON.
+# (kv reuse) waits for it while later ones may go. Lanes, counts and running are keys; replicas decoded JSON. The
+# claimer's lease (`i:{instance}`) is set with the claim.
 # -> nil | {'expired', task} | {'run', task, replica, request, admitted_ms, queue_position, cancel}
 _CLAIM = """
-local function claim(lanes, counts, running, instance, replicas, now_ms, prefix)
+local function claim(lanes, counts, running, lease, instance, replicas, now_ms, prefix, lease_ms)
   local function count(id) return tonumber(redis.call('HGET', counts, id) or '0') end
   local function room(r) return r[3] == 1 and count(r[1]) < r[2] end
   local any = false
@@ -68,6 +69,8 @@ local function claim(lanes, counts, running, instance, replicas, now_ms, prefix)
           redis.call('HINCRBY', counts, best, 1)
           redis.call('HSET', key, 'state', 'running', 'owner', instance, 'replica', best)
           redis.call('HSET', running, id, instance)
+          -- alive now: a lease Redis lost (restarted empty) must not make this task look orphaned before renewal
+          redis.call('SET', lease, '1', 'PX', lease_ms)
           local f = redis.call('HMGET', key, 'req', 'at', 'qpos', 'cancel')
           return {'run', id, best, f[1], f[2], f[3], f[4] or ''}
         end
@@ -78,18 +81,20 @@ local function claim(lanes, counts, running, instance, replicas, now_ms, prefix)
 end
 """
 
-# KEYS: interactive lane, batch lane, run counts, running. ARGV: instance, replicas, now (epoch ms), task key
-# prefix. -> what `claim` returns.
+# KEYS: interactive lane, batch lane, run counts, running, the instance's lease. ARGV: instance, replicas, now
+# (epoch ms), task key prefix, lease ms. -> what `claim` returns.
 CLAIM = (
     _CLAIM
     + """
-return claim({KEYS[1], KEYS[2]}, KEYS[3], KEYS[4], ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4])
+return claim(
+  {KEYS[1], KEYS[2]}, KEYS[3], KEYS[4], KEYS[5], ARGV[1], cjson.decode(ARGV[2]), tonumber(ARGV[3]), ARGV[4], ARGV[5])
 """
 )
 
-# KEYS: task, interactive lane, batch lane, run counts, running. ARGV: task id, priority, capacity, policy,
-# replicas, lifetime ms, instance, now (epoch ms), task key prefix, then the task's hash fields. The admitting
-# instance claims at once what can run now (so with room, the task runs where it was submitted).
+# KEYS: task, interactive lane, batch lane, run counts, running, the instance's lease. ARGV: task id, priority,
+# capacity, policy, replicas, lifetime ms, instance, now (epoch ms), task key prefix, lease ms, then the task's hash
+# fields. The admitting instance claims at once what can run now (so with room, the task runs where it was
+# submitted).
 # -> {'dup'} | {'reject', depth} | {'queued', ahead, victim or '', what `claim` returns...}
 ADMIT = (
     _CLAIM
@@ -111,10 +116,11 @@ if depth >= tonumber(ARGV[3]) and not room then
 end
 local ahead = redis.call('LLEN', KEYS[2])
 if ARGV[2] == 'batch' then ahead = ahead + redis.call('LLEN', KEYS[3]) end
-redis.call('HSET', KEYS[1], 'state', 'queued', 'qpos', ahead, unpack(ARGV, 10))
+redis.call('HSET', KEYS[1], 'state', 'queued', 'qpos', ahead, unpack(ARGV, 11))
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 redis.call('RPUSH', ARGV[2] == 'interactive' and KEYS[2] or KEYS[3], ARGV[1])
-local claimed = claim({KEYS[2], KEYS[3]}, KEYS[4], KEYS[5], ARGV[7], cjson.decode(ARGV[5]), tonumber(ARGV[8]), ARGV[9])
+local claimed = claim(
+  {KEYS[2], KEYS[3]}, KEYS[4], KEYS[5], KEYS[6], ARGV[7], cjson.decode(ARGV[5]), tonumber(ARGV[8]), ARGV[9], ARGV[10])
 local answer = {'queued', ahead, victim}
 for _, v in ipairs(claimed or {}) do table.insert(answer, v) end
 return answer
