@@ -14,6 +14,8 @@ Sections (each compares its sides in the same run, in alternating pairs, and rep
   real         the real llama-server (cached build) with the tiny model: direct vs through the orchestrator
   cluster      scale-out cost: the relay through one in-memory instance vs one instance on a throwaway
                redis-server vs two instances on it (submit on one, read from the other)
+  workers      `llama-orch serve --workers N` at N = 1 and 2 (scale-out mode on the same Redis) under the same
+               concurrent load: aggregate tokens/s, first-token p99, cores used
   profile      (with --profile) the orchestrator under cProfile: µs per token by stage of the hot path
 
 Every process under test runs on its own (simulator, byte proxy, orchestrator under uvicorn with one worker,
@@ -38,12 +40,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llama_orch_devtools.bench import cluster, concurrency, decoding, peer, profile, real_engine, relay, report, stack
+from llama_orch_devtools.bench import (
+    cluster,
+    concurrency,
+    decoding,
+    peer,
+    profile,
+    real_engine,
+    relay,
+    report,
+    stack,
+    workers,
+)
 from llama_orch_devtools.bench.harness import Service, say
 from llama_orch_devtools.bench.litellm_env import LITELLM_VERSION, ensure_litellm
 from llama_orch_devtools.bench.machine_load import LoadWatch
 
-SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "cluster", "profile")
+SECTIONS = ("decoding", "relay", "concurrency", "peer", "real", "cluster", "workers", "profile")
 # Run by default; `profile` only with --profile (or --only profile).
 DEFAULT_SECTIONS = SECTIONS[:-1]
 
@@ -63,6 +76,8 @@ class Sizes:
     peer_streams: int = 16
     real_tokens: int = 256
     real_rounds: int = 5
+    workers_streams: int = 128
+    workers_rounds: int = 6  # 3 alternating pairs
 
 
 QUICK = Sizes(
@@ -78,6 +93,8 @@ QUICK = Sizes(
     peer_latency_samples=5,
     real_tokens=64,
     real_rounds=2,
+    workers_streams=16,
+    workers_rounds=2,
 )
 
 
@@ -88,6 +105,7 @@ class Runner:
         self.sizes = sizes
         self.stack = stack_
         self.services: dict[str, Service] = {}
+        self._redis: str | None = None
         self.results: dict[str, Any] = {}  # the sections run so far (the profile scales by the relay's figures)
 
     def _service(self, key: str, make: Callable[[], Service]) -> Service:
@@ -134,6 +152,8 @@ class Runner:
             return self._peer()
         if section == "cluster":
             return self._cluster()
+        if section == "workers":
+            return self._workers()
         if section == "profile":
             return self._profile()
         return self._real()
@@ -150,10 +170,36 @@ class Runner:
             self.simulator().base_url, tokens=sz.relay_tokens, rounds=sz.relay_rounds, unprofiled=unprofiled
         )
 
+    def redis(self) -> str:
+        """The throwaway Redis of the scale-out sections (database 0; others for the workers section)."""
+        if self._redis is None:
+            say("starting redis-server")
+            self._redis = self.stack.enter_context(stack.redis_server())
+        return self._redis
+
+    def _workers(self) -> dict[str, Any]:
+        sz = self.sizes
+        engine, base = self.simulator().base_url, self.redis().rsplit("/", 1)[0]
+        groups = {n: self._served(engine, n, f"{base}/{n}") for n in (1, 2)}
+        return asyncio.run(
+            workers.run(
+                {n: (s.port, s.pid) for n, s in groups.items()},
+                streams=sz.workers_streams,
+                tokens=sz.level_tokens,
+                rounds=sz.workers_rounds,
+            )
+        )
+
+    def _served(self, engine: str, n: int, state_url: str) -> Service:
+        streams = self.sizes.workers_streams
+        return self._service(
+            f"serve --workers {n}", lambda: stack.served(engine, workers=n, streams=streams, state_url=state_url)
+        )
+
     def _cluster(self) -> dict[str, Any]:
         sz = self.sizes
         engine, memory = self.simulator().base_url, self.orchestrator()
-        state_url = self.stack.enter_context(stack.redis_server())
+        state_url = self.redis()
         streams = max(sz.levels)  # the in-memory instance's admission limits: like for like
         redis = [
             self._service(

@@ -111,3 +111,20 @@ def _wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout_s: floa
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {port}") from None
             time.sleep(0.05)
+
+
+def served(engine_url: str, *, workers: int, streams: int, state_url: str) -> Service:
+    """`llama-orch serve --workers N` as a user runs it, in scale-out mode on `state_url`, from the bench's config."""
+    port = free_port()
+    config = Path(tempfile.mkstemp(prefix="bench-serve-", suffix=".json")[1])
+    settings = bench_config(engine_url, streams=streams, state_url=state_url)
+    config.write_text(settings.model_dump_json(exclude_none=True))
+    command = str(Path(sys.executable).with_name("llama-orch"))
+    cmd = [command, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)]
+    ready_url = f"http://{LOCAL}:{port}/v1/pools/bench/health"
+    return Service(
+        f"serve --workers {workers}",
+        [*cmd, "--log-level", "warning"],
+        ready_url,
+        ready=lambda r: r.status_code == 200 and r.json()["ready"] is True,
+    )
