@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from .layout import PACKAGE, SCHEMAS, ApiSpec, module_name
+from .layout import PACKAGE, ApiSpec
 
 Json = Any
 
@@ -96,11 +96,10 @@ class Bundler:
         file_part, _, pointer = stream_ref(ref).partition("#")
         if not file_part:
             return f"{PACKAGE}.{self.spec.package}.wire:{pointer.rsplit('/', 1)[-1]}"
-        file = (self.spec.path.parent / file_part).resolve()
-        if file.parent != SCHEMAS.resolve():
-            raise ValueError(f"x-stream ref {ref!r} must point into specs/schemas/")
-        target = resolve_pointer(load(file), pointer)
-        return f"{PACKAGE}.contracts.{module_name(file)}:{target.get('title') or pointer.rsplit('/', 1)[-1]}"
+        from .resources import contract_class, contracts_module  # resources reads specs with this module's helpers
+
+        cls = contract_class(self.spec.path, ref)
+        return f"{contracts_module(cls)}:{cls.name}"
 
 
 def _stream_media(doc: Json) -> list[Json]:

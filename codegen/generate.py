@@ -20,6 +20,7 @@ from datamodel_code_generator.enums import DataModelType
 from . import layout
 from .bundle import bundle, load, stream_ref
 from .layout import HEADER, HEADER_RE, PACKAGE, ApiSpec
+from .resources import declares_resources, render_resources
 
 
 class GenerationError(Exception):
@@ -76,6 +77,10 @@ def _client(spec: ApiSpec, out: Path, work: Path) -> None:
     bundled = bundle(spec)
     # Shipped beside the client: the self-contained document servers serve and fuzzers read.
     document = json.dumps(bundled, indent=1, ensure_ascii=False) + "\n"
+    if declares_resources(spec):
+        render_resources(spec, out / spec.rel_dir, _jinja(), HEADER)
+        (out / spec.rel_dir / "openapi.json").write_text(document, encoding="utf-8")
+        return
     for item in bundled["paths"].values():
         for op in item.values():
             for response in op.get("responses", {}).values() if isinstance(op, dict) else ():
@@ -118,10 +123,18 @@ def _client(spec: ApiSpec, out: Path, work: Path) -> None:
             init.write_text(f'"""Generated clients: {parent.name}."""\n', encoding="utf-8")
 
 
-def _render_templates(out: Path) -> None:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(layout.TEMPLATES), keep_trailing_newline=True, undefined=jinja2.StrictUndefined
+def _jinja() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(layout.TEMPLATES),
+        keep_trailing_newline=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
     )
+
+
+def _render_templates(out: Path) -> None:
+    env = _jinja()
     error_schema = load(layout.SCHEMAS / "error-envelope.json")
     context = {
         "error_codes": error_schema["$defs"]["ErrorCode"]["x-error-codes"],

@@ -1,4 +1,5 @@
-"""The generated clients decode streams incrementally into typed items, whatever the network does to the bytes."""
+"""The generated orchestrator client decodes streams incrementally into typed items, whatever the network does to the
+bytes; a stream's items are the member classes of its union (no `.root`)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import httpx
 import pytest
 from llama_orch_gen.contracts.events import EndEvent, ErrorEvent, StartedEvent, TokenEvent
 from llama_orch_gen.contracts.infer_line import InferDone, InferError, InferToken
-from llama_orch_gen.orchestrator import Client
-from llama_orch_gen.orchestrator.api.infer import infer
-from llama_orch_gen.orchestrator.api.tasks import stream_task
+from llama_orch_gen.orchestrator import (
+    APIConnectionError,
+    APIResponseValidationError,
+    AsyncClient,
+    Client,
+    NotFoundError,
+)
 from llama_orch_gen.orchestrator.models import InferRequest
-from llama_orch_gen.orchestrator.models.error_envelope import ErrorEnvelope
-
-from llama_orch_runtime.streaming import StreamDecodeError, StreamStatusError, StreamTruncated
 
 STARTED = {
     "task_id": "t1",
@@ -47,7 +49,7 @@ def _client(body: bytes, split: Callable[[bytes], Iterator[bytes]], status: int 
     def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(status, content=split(body), headers={"content-type": "text/event-stream"})
 
-    return Client(base_url="http://orch", httpx_args={"transport": httpx.MockTransport(handler)})
+    return Client("http://orch", max_retries=0, http_client=httpx.Client(transport=httpx.MockTransport(handler)))
 
 
 def _every(n: int) -> Callable[[bytes], Iterator[bytes]]:
@@ -55,8 +57,8 @@ def _every(n: int) -> Callable[[bytes], Iterator[bytes]]:
 
 
 def _decode(body: bytes, split: Callable[[bytes], Iterator[bytes]]) -> list[object]:
-    with stream_task.stream(client=_client(body, split), task_id="t1") as events:
-        return [event.root for event in events]
+    with _client(body, split).tasks.stream("t1") as events:
+        return list(events)
 
 
 @pytest.mark.parametrize("chunk", [1, 2, 3, 5, 7, 64, 10_000])
@@ -85,7 +87,7 @@ def test_comments_and_data_without_space_are_understood() -> None:
 
 def test_stream_cut_before_its_terminal_event_is_reported_not_ended_quietly() -> None:
     cut = RECORDED[: RECORDED.index(b"event: end")]
-    with pytest.raises(StreamTruncated):
+    with pytest.raises(APIConnectionError, match="stream ended before its final item"):
         _decode(cut, _every(9))
 
 
@@ -97,17 +99,17 @@ def test_error_event_ends_the_stream() -> None:
 
 def test_invalid_event_payload_is_a_decode_error_naming_the_field() -> None:
     body = _sse([("token", {"t": "x", "i": -3})])
-    with pytest.raises(StreamDecodeError, match=r"data\.i"):
+    with pytest.raises(APIResponseValidationError, match=r"data\.i"):
         _decode(body, _every(100))
 
 
 def test_refused_stream_raises_with_the_documented_error_body() -> None:
     body = json.dumps({"code": "NOT_FOUND", "message": "no such task"}).encode()
-    with pytest.raises(StreamStatusError) as info:
-        with stream_task.stream(client=_client(body, _every(100), status=404), task_id="nope"):
+    with pytest.raises(NotFoundError) as info:
+        with _client(body, _every(100), status=404).tasks.stream("nope"):
             pass
-    assert info.value.status_code == 404
-    assert isinstance(info.value.parsed, ErrorEnvelope) and info.value.parsed.message == "no such task"
+    assert info.value.status_code == 404 and info.value.code == "NOT_FOUND"
+    assert info.value.envelope is not None and info.value.envelope.message == "no such task"
 
 
 async def test_async_stream_decodes_the_same_events() -> None:
@@ -118,9 +120,9 @@ async def test_async_stream_decodes_the_same_events() -> None:
     async def handler(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=chunks(), headers={"content-type": "text/event-stream"})
 
-    client = Client(base_url="http://orch", httpx_args={"transport": httpx.MockTransport(handler)})
-    stream = await stream_task.astream(client=client, task_id="t1")
-    names = [type(e.root).__name__ async for e in stream]
+    client = AsyncClient("http://orch", http_client=httpx.AsyncClient(transport=httpx.MockTransport(handler)))
+    async with client.tasks.stream("t1") as stream:
+        names = [type(e).__name__ async for e in stream]
     assert names[0] == "StartedEvent" and names[-1] == "EndEvent" and len(names) == 8
 
 
@@ -129,7 +131,7 @@ def _infer_client(body: bytes) -> Client:
         assert json.loads(request.content)["prompt"] == "Hi"
         return httpx.Response(200, content=_every(4)(body), headers={"content-type": "application/x-ndjson"})
 
-    return Client(base_url="http://orch", httpx_args={"transport": httpx.MockTransport(handler)})
+    return Client("http://orch", http_client=httpx.Client(transport=httpx.MockTransport(handler)))
 
 
 def test_ndjson_body_decodes_to_typed_lines() -> None:
@@ -138,8 +140,8 @@ def test_ndjson_body_decodes_to_typed_lines() -> None:
         '{"done":true,"content":"Héllo","finish_reason":"length",'
         '"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}\n'
     ).encode()
-    with infer.stream(client=_infer_client(body), body=InferRequest(prompt="Hi")) as lines:
-        items = [line.root if not isinstance(line, InferError) else line for line in lines]
+    with _infer_client(body).infer(InferRequest(prompt="Hi")) as lines:
+        items = list(lines)
     assert [type(i) for i in items] == [InferToken, InferToken, InferDone]
     done = items[-1]
     assert isinstance(done, InferDone) and done.content == "Héllo" and done.usage.total_tokens == 3
@@ -147,6 +149,6 @@ def test_ndjson_body_decodes_to_typed_lines() -> None:
 
 def test_ndjson_error_line_after_tokens_is_a_typed_error_item() -> None:
     body = b'{"token":"a"}\n{"error":"engine connection lost","code":500}\n'
-    with infer.stream(client=_infer_client(body), body=InferRequest(prompt="Hi")) as lines:
+    with _infer_client(body).infer({"prompt": "Hi"}) as lines:
         items = list(lines)
     assert isinstance(items[-1], InferError) and items[-1].code == 500

@@ -13,7 +13,7 @@ from llama_orch_gen.engines.llamacpp.api.openai.v1_completions import STREAM_FOR
 from llama_orch_gen.engines.llamacpp.wire import CompletionChunk
 from pydantic import TypeAdapter
 
-from llama_orch_runtime.streaming import SSEDecoder, StreamDecodeError, StreamFormat, _Decoding
+from llama_orch_runtime.streaming import Decoding, SSEDecoder, StreamDecodeError, StreamFormat
 
 
 def _chunk(text: str, stop: bool = False) -> str:
@@ -44,32 +44,53 @@ SHAPES = [
     "id: 4",
     "data: 🙂",
     "",
+    "id: 5",  # an id alone: no event, but the next one carries it
+    "",
+    "data: " + _chunk("after the id"),  # one data line again: the fast path, with the id set before it
+    "",
     "data: tail without blank line",
 ]
 
 
-def _decode(body: bytes, cuts: list[int]) -> list[tuple[str, str]]:
+def _decode(body: bytes, cuts: list[int]) -> list[tuple[str, str, str | None]]:
+    """Every event with the decoder's last event id after the feed that delivered it, where that id is the
+    event's own (the feed delivered one event)."""
     decoder = SSEDecoder()
-    out: list[tuple[str, str]] = []
-    for start, end in zip([0, *cuts], [*cuts, len(body)], strict=True):
-        out += decoder.feed(body[start:end])
-    return out + decoder.close()
+    out: list[tuple[str, str, str | None]] = []
+    for start, end in [*zip([0, *cuts], [*cuts, len(body)], strict=True), (len(body), None)]:
+        events = decoder.feed(body[start:end]) if end is not None else decoder.close()
+        out += [(name, data, decoder.last_event_id if len(events) == 1 else "?") for name, data in events]
+    return out
 
 
 @pytest.mark.parametrize("seed", range(40))
 def test_whole_event_path_decodes_as_the_line_path_for_any_chunking(seed: int) -> None:
     rng = random.Random(seed)
     lf, crlf = _events(SHAPES, "\n"), _events(SHAPES, "\r\n")
-    expected = _decode(crlf, [])  # CR in the input: line by line throughout
-    assert expected[0] == ("message", _chunk("日本")) and ("message", "line one\nline two") in expected
+    # One event per feed, so each carries its own last event id; CR in the input: line by line throughout.
+    expected = _decode(crlf, _event_ends(crlf))
+    assert expected[0] == ("message", _chunk("日本"), None) and ("message", "🙂", "4") in expected
+    assert ("message", _chunk("after the id"), "5") in expected
+    assert expected[-1] == ("message", "tail without blank line", "5")  # the id persists: none set since
     for body in (lf, crlf):
         cuts = sorted(rng.sample(range(1, len(body)), rng.randint(1, 30)))
-        assert _decode(body, cuts) == expected
+        assert [event[:2] for event in _decode(body, cuts)] == [event[:2] for event in expected]
+    assert [event[2] for event in _decode(lf, _event_ends(lf))] == [event[2] for event in expected]
+
+
+def _event_ends(body: bytes) -> list[int]:
+    """Offsets just past each blank line: feeding up to each delivers one event at a time."""
+    blank = b"\r\n\r\n" if b"\r" in body else b"\n\n"
+    ends, at = [], body.find(blank)
+    while at != -1:
+        ends.append(at + len(blank))
+        at = body.find(blank, at + len(blank))
+    return ends
 
 
 def _items(fmt: StreamFormat[object], payloads: list[str], batch: bool) -> tuple[list[object], str | None]:
-    """The items `_Decoding` makes of one read holding `payloads`, and the error it reports, with batching on or off."""
-    state = _Decoding(fmt)
+    """The items `Decoding` makes of one read holding `payloads`, and the error it reports, with batching on or off."""
+    state = Decoding(fmt)
     if not batch:
         state.fmt = _NoBatch(fmt)  # type: ignore[assignment]
     items, failure = state._decode([("message", p) for p in payloads])

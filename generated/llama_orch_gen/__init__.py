@@ -3,16 +3,10 @@
 
 - `llama_orch_gen.contracts.*`: pydantic v2 models of the orchestrator's contracts (specs/schemas/*.json),
   plus `contracts.tables` (error-code statuses, metrics catalog).
-
 - `llama_orch_gen.orchestrator`: typed httpx client (sync and async) for orchestrator.openapi.yaml.
-
 - `llama_orch_gen.engines.llamacpp`: typed httpx client (sync and async) for llamacpp.openapi.yaml, `wire` pydantic models for its streams.
-
 - `llama_orch_gen.engines.tgi`: typed httpx client (sync and async) for tgi.openapi.yaml, `wire` pydantic models for its streams.
-
 - `llama_orch_gen.engines.triton`: typed httpx client (sync and async) for triton.openapi.yaml, `wire` pydantic models for its streams.
-
 - `llama_orch_gen.engines.vllm`: typed httpx client (sync and async) for vllm.openapi.yaml, `wire` pydantic models for its streams.
-
 - every `stream()`/`astream()` decodes through `llama_orch_runtime.streaming` (hand-written, in src/).
 """

@@ -269,9 +269,8 @@ def _token_vars(config: Any) -> list[str]:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from llama_orch_gen.orchestrator import AuthenticatedClient, Client
-    from llama_orch_gen.orchestrator.api.tasks import create_task, stream_task
-    from llama_orch_gen.orchestrator.models import AdmissionResponse, TaskRequest
+    from llama_orch_gen.orchestrator import APIError, Client
+    from llama_orch_gen.orchestrator.models import EndEvent, ErrorEvent, TokenEvent
 
     body: dict[str, Any] = {"prompt": args.prompt, "max_tokens": args.max_tokens}
     for field, value in (("seed", args.seed), ("temperature", args.temperature)):
@@ -280,33 +279,30 @@ def _submit(args: argparse.Namespace) -> int:
     if args.pool:
         body["placement"] = {"mode": "pin", "pin_pool_id": args.pool}
     token = os.environ.get(args.token_env, "") if args.token_env else ""
-    client: Client | AuthenticatedClient = (
-        AuthenticatedClient(base_url=args.url, token=token) if token else Client(base_url=args.url)
-    )
     began = time.monotonic()
-    with client:
-        admitted = create_task.sync_detailed(client=client, body=TaskRequest.from_dict(body))
-        if not isinstance(admitted.parsed, AdmissionResponse):
-            print(f"llama-orch: refused ({admitted.status_code}): {admitted.content.decode()}", file=sys.stderr)
-            return 1
-        first: float | None = None
-        tokens = 0
-        with stream_task.stream(admitted.parsed.task_id, client=client) as events:
-            for event in events:
-                root = event.root
-                if root.event == "token":
-                    first = first or time.monotonic()
-                    tokens += 1
-                    print(root.data.t, end="", flush=True)
-                elif root.event == "error":
-                    print(f"\nllama-orch: {root.data.code}: {root.data.message}", file=sys.stderr)
-                    return 1
-                elif root.event == "end":
-                    elapsed = time.monotonic() - (first or began)
-                    rate = tokens / elapsed if first and elapsed > 0 else 0.0
-                    ttft = f"{(first - began) * 1000:.0f} ms" if first else "n/a"
-                    summary = f"{tokens} tokens, first token {ttft}, {rate:.1f} tokens/s"
-                    print(f"\n-- {summary}, finish {root.data.finish_reason}", file=sys.stderr)
+    first: float | None = None
+    tokens = 0
+    try:
+        with Client(args.url, api_key=token or None) as client:
+            admitted = client.tasks.create(body)
+            with client.tasks.stream(admitted.task_id) as events:
+                for event in events:
+                    if isinstance(event, TokenEvent):
+                        first = first or time.monotonic()
+                        tokens += 1
+                        print(event.data.t, end="", flush=True)
+                    elif isinstance(event, ErrorEvent):
+                        print(f"\nllama-orch: {event.data.code}: {event.data.message}", file=sys.stderr)
+                        return 1
+                    elif isinstance(event, EndEvent):
+                        elapsed = time.monotonic() - (first or began)
+                        rate = tokens / elapsed if first and elapsed > 0 else 0.0
+                        ttft = f"{(first - began) * 1000:.0f} ms" if first else "n/a"
+                        summary = f"{tokens} tokens, first token {ttft}, {rate:.1f} tokens/s"
+                        print(f"\n-- {summary}, finish {event.data.finish_reason}", file=sys.stderr)
+    except APIError as error:
+        print(f"llama-orch: refused: {error}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -156,6 +156,8 @@ class SSEDecoder:
         self._skip_lf = False
         self._event = ""
         self._data: list[str] = []
+        self._id: str | None = None
+        self.last_event_id: str | None = None  # the `id:` of the last event delivered: where a resume starts
 
     def feed(self, chunk: bytes) -> list[tuple[str, str]]:
         if self._skip_lf and chunk[:1] == b"\n":
@@ -179,6 +181,7 @@ class SSEDecoder:
             if block[:5] == b"data:" and b"\n" not in block:
                 value = block[6:] if block[5:6] == b" " else block[5:]
                 events.append(("message", value.decode("utf-8", errors="replace")))
+                self.last_event_id = self._id  # the id persists across events that set none
             elif block:  # other fields, comments, multi-line data, a leading blank line: the general parser
                 for line in block.split(b"\n"):
                     self._line(line.decode("utf-8", errors="replace"), events)
@@ -205,6 +208,7 @@ class SSEDecoder:
         if not line:
             if self._data:
                 events.append((self._event or "message", "\n".join(self._data)))
+                self.last_event_id = self._id
             self._event, self._data = "", []
             return
         if line[0] == ":":
@@ -216,6 +220,8 @@ class SSEDecoder:
             self._data.append(value)
         elif name == "event":
             self._event = value
+        elif name == "id" and "\0" not in value:
+            self._id = value
 
 
 class NDJSONDecoder:
@@ -234,7 +240,7 @@ class NDJSONDecoder:
         return [("", rest.decode("utf-8", errors="replace"))] if rest.strip() else []
 
 
-class _Decoding(Generic[T]):
+class Decoding(Generic[T]):
     """State shared by the sync and async streams: framing, end detection, truncation."""
 
     def __init__(self, fmt: StreamFormat[T]) -> None:
@@ -242,6 +248,10 @@ class _Decoding(Generic[T]):
         self.decoder: SSEDecoder | NDJSONDecoder = SSEDecoder() if fmt.framing == "sse" else NDJSONDecoder()
         self.finished = False  # nothing more to read
         self.saw_final = False  # the declared final item arrived
+
+    @property
+    def last_event_id(self) -> str | None:
+        return self.decoder.last_event_id if isinstance(self.decoder, SSEDecoder) else None
 
     def batches(self, chunk: bytes | None) -> Iterator[list[Any]]:
         """The items `chunk` completes (None: the input ended), as one batch. A failure is raised after that batch,
@@ -292,7 +302,7 @@ class SyncStream(Generic[T]):
 
     def __init__(self, response: httpx.Response, fmt: StreamFormat[T]) -> None:
         self.response = response
-        self._state = _Decoding(fmt)
+        self._state = Decoding(fmt)
 
     def __iter__(self) -> Iterator[T]:
         for batch in self.batches():
@@ -327,7 +337,7 @@ class AsyncStream(Generic[T]):
 
     def __init__(self, response: httpx.Response, fmt: StreamFormat[T]) -> None:
         self.response = response
-        self._state = _Decoding(fmt)
+        self._state = Decoding(fmt)
 
     async def __aiter__(self) -> AsyncIterator[T]:
         async for batch in self.batches():
@@ -408,6 +418,7 @@ async def aopen_stream(
 
 __all__ = [
     "AsyncStream",
+    "Decoding",
     "FinalRule",
     "NDJSONDecoder",
     "SSEDecoder",

@@ -10,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 from llama_orch_gen.orchestrator import Client
-from llama_orch_gen.orchestrator.api.tasks import cancel_task, stream_task
 
 from tests.real.stack import Run, orchestrator, pool, submit
 from tests.support.llama_server import LlamaServer
@@ -50,12 +49,12 @@ def test_cancel_through_the_api_frees_the_slot_and_ends_the_stream(client: Clien
     status, task_id, _ = submit(client, LONG)
     assert status == 202 and task_id
     events = []
-    with stream_task.stream(task_id, client=client) as stream:
+    with client.tasks.stream(task_id) as stream:
         for event in stream:
             events.append(event)
-            if sum(e.root.event == "token" for e in events) == 3:
+            if sum(e.event == "token" for e in events) == 3:
                 assert _slot_busy(engine)
-                assert cancel_task.sync_detailed(task_id, client=client).status_code == 204
+                assert client.with_raw_response.tasks.cancel(task_id).status_code == 204
                 assert _idle_within_a_second(engine), "the engine slot is still busy a second after cancel"
     run = Run(status=status, events=events)
     end = run.terminal
@@ -67,9 +66,9 @@ def test_client_disconnect_cancels_the_engine_request(client: Client, engine: Ll
     status, task_id, _ = submit(client, LONG)
     assert status == 202 and task_id
     tokens = 0
-    with stream_task.stream(task_id, client=client) as stream:
+    with client.tasks.stream(task_id) as stream:
         for event in stream:
-            tokens += event.root.event == "token"
+            tokens += event.event == "token"
             if tokens == 3:
                 assert _slot_busy(engine)
                 break  # leaving the block closes the connection mid-stream

@@ -13,9 +13,6 @@ from pathlib import Path
 import httpx
 import pytest
 from llama_orch_gen.orchestrator import Client
-from llama_orch_gen.orchestrator.api.discovery import get_pool_health
-from llama_orch_gen.orchestrator.api.tasks import stream_task
-from llama_orch_gen.orchestrator.models import PoolHealth
 
 from llama_orch_devtools.tiny_gguf import write_tiny_model
 from tests.real.stack import Run, orchestrator, pool, run_task, submit
@@ -44,8 +41,7 @@ def _predicted(server: LlamaServer) -> float:
 
 
 def _ready_replicas(client: Client, pool_id: str) -> set[str]:
-    health = get_pool_health.sync(pool_id, client=client)
-    assert isinstance(health, PoolHealth)
+    health = client.pools.health(pool_id)
     return {r.replica_id for r in health.replicas if r.ready}
 
 
@@ -102,10 +98,10 @@ def test_engine_killed_mid_stream_ends_the_task_with_worker_reset(tiny_model: Pa
             status, task_id, _ = submit(client, _task("doomed", max_tokens=3000))
             assert status == 202 and task_id
             events = []
-            with stream_task.stream(task_id, client=client) as stream:
+            with client.tasks.stream(task_id) as stream:
                 for event in stream:
                     events.append(event)
-                    if sum(e.root.event == "token" for e in events) == 5:
+                    if sum(e.event == "token" for e in events) == 5:
                         doomed.kill()
             run = Run(status=status, events=events)
             assert run.code == "WORKER_RESET"

@@ -14,7 +14,6 @@ from typing import Any
 import httpx
 import jinja2
 import pytest
-from llama_orch_gen.orchestrator.api.tasks import stream_task
 
 from llama_orch.adapters.vllm import engine_load
 from llama_orch_devtools.tiny_hf import CHAT_TEMPLATE
@@ -139,10 +138,10 @@ def _task(pool_id: str, max_tokens: int = 8) -> dict[str, Any]:
 
 def _stream_until(client: Any, task_id: str, tokens: int, then: Any) -> list[Any]:
     events: list[Any] = []
-    with stream_task.stream(task_id, client=client) as stream:
+    with client.tasks.stream(task_id) as stream:
         for event in stream:
             events.append(event)
-            if event.root.event == "token" and sum(e.root.event == "token" for e in events) == tokens:
+            if event.event == "token" and sum(e.event == "token" for e in events) == tokens:
                 then()
     return events
 

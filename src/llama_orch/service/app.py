@@ -82,6 +82,8 @@ def create_app(config: OrchestratorConfig, registry: AdapterRegistry) -> Starlet
             await orch.stop()
 
     async def submit(task: TaskRequest) -> TaskRun:
+        if (repeated := orch.resubmitted(task)) is not None:
+            return repeated
         if cluster is not None:
             return await cluster.submit(task)
         run = orch.submit(task)

@@ -128,6 +128,13 @@ class Orchestrator:
         self.count_admission(run, pool)
         return run
 
+    def resubmitted(self, task: TaskRequest) -> TaskRun | None:
+        """The run that an identical earlier submit of `task` made, while it is kept. Retrying POST /v1/tasks is
+        safe because of this: the repeat is answered with the first admission, never admitted twice (a different
+        request under a kept task id is still refused by `prepare`)."""
+        run = self.runs.get(task.task_id) if task.task_id is not None else None
+        return run if run is not None and run.task == task else None
+
     def prepare(self, task: TaskRequest) -> tuple[TaskRun, Pool]:
         """The run of a task and the pool it goes to, before admission; or `ApiError` (counted)."""
         engine: str | None = task.engine  # the label of a rejection: the pool's engine once one is chosen
