@@ -26,9 +26,11 @@ from tests.cluster.instances import (
 from tests.support.redis_server import RedisServer
 
 
-def _pair(directory: Path, engine: Process, redis_server: RedisServer, queue: dict[str, Any]) -> list[Process]:
+def _pair(
+    directory: Path, engine: Process, redis_server: RedisServer, queue: dict[str, Any], **settings: Any
+) -> list[Process]:
     redis_server.client().flushall()
-    config = pool_config(directory, engine.url, queue=queue)
+    config = pool_config(directory, engine.url, queue=queue, **settings)
     return [instance(name, config, redis_server.url) for name in ("A", "B")]
 
 
@@ -102,9 +104,14 @@ def test_drop_lru_evicts_a_batch_task_of_the_other_instance(
 def test_a_queued_task_past_its_deadline_ends_deadline_unmet(
     tmp_path: Path, engine: Process, redis_server: RedisServer, stopped: list[Process]
 ) -> None:
-    a, b = stopped[:] = _pair(tmp_path, engine, redis_server, {"capacity": 1, "policy": "reject"})
+    """It ends at its deadline, not when a slot frees (the blocker, unread, is held for 30 s: it keeps the slot)."""
+    queue = {"capacity": 1, "policy": "reject"}
+    a, b = stopped[:] = _pair(tmp_path, engine, redis_server, queue, stream_hold_ms=30_000)
     blocker = _accepted(a.url, LONG)
     late = _accepted(b.url, {"prompt": "late", "max_tokens": 3, "deadline_ms": 300})
+    began = time.monotonic()
     terminal = one_terminal(_read(a.url, late))
+    waited = time.monotonic() - began
     httpx.post(f"{a.url}/v1/tasks/{blocker}/cancel", timeout=GUARD_S)
     assert terminal.event == "error" and terminal.data["code"] == "DEADLINE_UNMET"
+    assert waited < 10.0, f"ended after {waited:.1f}s, long past its deadline"

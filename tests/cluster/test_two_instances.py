@@ -72,9 +72,13 @@ def test_submit_on_a_stream_from_b(pair: list[Process]) -> None:
     assert [f.id for f in events] == [str(n) for n in range(len(events))]
 
 
-def test_reconnect_to_the_other_instance_with_last_event_id(pair: list[Process]) -> None:
-    a, b = pair
-    task_id = _accepted(a.url, {"prompt": "Hello", "max_tokens": 60, "seed": 4})
+@pytest.mark.parametrize("first_reader", ["owner", "other"])
+def test_reconnect_to_the_other_instance_with_last_event_id(pair: list[Process], first_reader: str) -> None:
+    """The owner (A: it admitted the task with room, so it runs it) hands its own readers the pump's batches; the
+    other instance reads them back from Redis. Either way round, a resume gets each event exactly once."""
+    owner, other = pair
+    task_id = _accepted(owner.url, {"prompt": "Hello", "max_tokens": 60, "seed": 4})
+    a, b = (owner, other) if first_reader == "owner" else (other, owner)
     first: list[Frame] = []
     with httpx.stream("GET", f"{a.url}/v1/tasks/{task_id}/stream", timeout=GUARD_S) as answer:
         for frame in frames(answer):

@@ -42,6 +42,8 @@ _LEASE_EVERY_S = 1.0
 _RETRY_S = 0.5  # between attempts to write a terminal entry while Redis is away
 _RECENT_CANCELS = 4096  # cancels heard for tasks not (yet) running here: a claim that raced its cancel sees it
 _CANCEL_REASONS = frozenset(get_args(CancelReason))
+_DEADLINE_PASSED = "the task deadline passed while it waited in the queue"
+_LOST = error_event("STATE_UNAVAILABLE", "the shared state lost this task (Redis restarted empty)", None)
 
 
 def _now_ms() -> int:
@@ -63,6 +65,7 @@ class Cluster:
         self._jobs: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {pool_id: asyncio.Lock() for pool_id in orch.pools}
         self._recent_cancels: OrderedDict[str, CancelReason] = OrderedDict()
+        self._local: dict[str, set[asyncio.Queue[Batch | None]]] = {}  # readers here of the tasks running here
         for pool in orch.pools.values():
             assert isinstance(pool, SharedPool)
             pool.cluster = self
@@ -121,7 +124,21 @@ class Cluster:
             self.orch.metrics.inc("admission_backpressure_events_total", engine=pool.engine, policy="drop-lru")
         if claimed is not None:
             await self._claimed(pool, claimed)
+        elif task.deadline_ms is not None:
+            deadline_s = task.deadline_ms / 1000.0
+            asyncio.get_running_loop().call_later(
+                deadline_s, self._spawn, self._expire(run.task_id, pool.id, run.priority)
+            )
         return run
+
+    async def _expire(self, task_id: str, pool_id: str, priority: str) -> None:
+        """Its deadline passed: a task still queued ends now (a claim that wins the race runs it instead; should
+        this instance die first, the claim that meets the task ends it)."""
+        try:
+            if await self.state.unqueue(task_id, pool_id, priority):
+                await self.state.finish(task_id, [error_event("DEADLINE_UNMET", _DEADLINE_PASSED, None)])
+        except ApiError as error:
+            logger.warning("cannot end task %s at its deadline: %s", task_id, error.message)
 
     def _fields(self, run: TaskRun) -> dict[str, object]:
         task = run.task
@@ -158,9 +175,8 @@ class Cluster:
     async def _claimed(self, pool: Pool, got: Claim | str) -> None:
         """Run what this instance claimed, or end the task whose deadline passed in the queue; then claim on."""
         if isinstance(got, str):
-            message = "the task deadline passed while it waited in the queue"
             with suppress(ApiError):
-                await self.state.finish(got, [error_event("DEADLINE_UNMET", message, None)])
+                await self.state.finish(got, [error_event("DEADLINE_UNMET", _DEADLINE_PASSED, None)])
             self.wake(pool)
         else:
             self._run_claimed(pool, got)
@@ -209,16 +225,19 @@ class Cluster:
     # -- streams -----------------------------------------------------------------------------------------------
 
     async def _pump(self, run: TaskRun) -> None:
-        """Copy the run's batches to its Redis stream (one entry per engine read). A run whose stream cannot be
-        written is canceled (the engine call ends now) and its stream ends with STATE_UNAVAILABLE, not with what the
-        cancel made of it: the client did not cancel."""
+        """Copy the run's batches to its Redis stream (one entry per engine read), then hand each to the readers on
+        this instance. A run whose stream cannot be written is canceled (the engine call ends now) and its stream
+        ends with STATE_UNAVAILABLE, not with what the cancel made of it: the client did not cancel."""
         lost: Item | None = None
+        written = 0  # the number of the next event to write
         try:
             async for batch in run.batches():
                 if self.orch.runs.get(run.task_id) is not run:
                     return  # requeued: another attempt writes the stream
                 if batch.final:
-                    await self._write_terminal(run.task_id, batch.items if lost is None else [lost])
+                    terminal = Batch(written, batch.items if lost is None else [lost], True)
+                    if await self._write_terminal(run.task_id, terminal.items):
+                        self._publish(run.task_id, terminal)
                 elif lost is None:
                     try:
                         if not await self.state.append(run.task_id, batch):
@@ -229,26 +248,70 @@ class Cluster:
                             "STATE_UNAVAILABLE", f"the task's events could not be shared: {error.message}", None
                         )
                         self.orch.cancel(run.task_id, "shutdown")
+                    else:
+                        written = batch.next
+                        self._publish(run.task_id, batch)
         finally:
+            self._publish(run.task_id, None)  # readers still here read on from Redis
             self.orch.delivered(run)
 
-    async def _write_terminal(self, task_id: str, items: list[Item]) -> None:
-        """Written once Redis answers again, however long it is away: readers waiting on the stream get it then."""
+    async def _write_terminal(self, task_id: str, items: list[Item]) -> bool:
+        """Written once Redis answers again, however long it is away: readers waiting on the stream get it then.
+        False when the task had already ended there (another instance wrote its terminal event)."""
         while True:
             try:
-                await self.state.finish(task_id, items)
-                return
+                return await self.state.finish(task_id, items)
             except ApiError as error:
                 logger.warning("cannot end the stream of task %s yet: %s", task_id, error.message)
                 await asyncio.sleep(_RETRY_S)
 
+    def _publish(self, task_id: str, batch: Batch | None) -> None:
+        for queue in self._local.get(task_id, ()):
+            queue.put_nowait(batch)
+
     async def open_stream(self, task_id: str, seen: int) -> AsyncIterator[Batch]:
-        """The events after number `seen`, from any instance; `ApiError` NOT_FOUND / CONFLICT before the first."""
-        if not await self.state.task(task_id):
-            raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
-        await self.state.reader_present(task_id, self.hold_ms, opened=True)
-        lost = error_event("STATE_UNAVAILABLE", "the shared state lost this task (Redis restarted empty)", None)
-        return await self.state.read(task_id, seen, lost)
+        """The events after number `seen`, from any instance; `ApiError` NOT_FOUND / CONFLICT before the first. On
+        the instance that runs the task they come from its pump as soon as Redis has them (not read back)."""
+        queue: asyncio.Queue[Batch | None] | None = None
+        if task_id in self.orch.runs:
+            queue = asyncio.Queue()
+            self._local.setdefault(task_id, set()).add(queue)  # before the history: no batch falls in between
+        try:
+            start, history = await self.state.open(task_id, seen, self.hold_ms, history=queue is not None)
+            if queue is None:
+                return self.state.read(task_id, start, seen, _LOST)
+        except BaseException:
+            self._unsubscribe(task_id, queue)
+            raise
+        return self._local_batches(task_id, queue, history, seen)
+
+    async def _local_batches(
+        self, task_id: str, queue: asyncio.Queue[Batch | None], history: list[Batch], seen: int
+    ) -> AsyncIterator[Batch]:
+        try:
+            for kept in history:
+                yield kept
+                seen = max(seen, kept.next - 1)
+                if kept.final:
+                    return
+            while (live := await queue.get()) is not None:
+                batch = live.after(seen)
+                yield batch
+                seen = max(seen, batch.next - 1)
+                if batch.final:
+                    return
+            start, _ = await self.state.open(task_id, seen, self.hold_ms)  # the task left this instance
+            async for rest in self.state.read(task_id, start, seen, _LOST):
+                yield rest
+        finally:
+            self._unsubscribe(task_id, queue)
+
+    def _unsubscribe(self, task_id: str, queue: asyncio.Queue[Batch | None] | None) -> None:
+        readers = self._local.get(task_id)
+        if readers is not None and queue is not None:
+            readers.discard(queue)
+            if not readers:
+                del self._local[task_id]
 
     async def keep_reading(self, task_id: str) -> None:
         """While a reader is connected here: renew its presence, so the owner does not cancel the task."""

@@ -25,6 +25,11 @@ class Batch:
     items: list[Item]
     final: bool  # the last item is the terminal event
 
+    @property
+    def next(self) -> int:
+        """The number of the event after this batch's last one."""
+        return self.first + sum(size(item) for item in self.items)
+
     def after(self, seen: int) -> Batch:
         """This batch without the events numbered `seen` or lower (a run of tokens is cut inside)."""
         skip = seen + 1 - self.first

@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 
 from llama_orch.errors import ApiError
 from llama_orch.service.state import scripts
-from llama_orch.service.state.batch import Batch, Item, size
+from llama_orch.service.state.batch import Batch, Item
 from llama_orch.service.state.codec import decode, encode
 
 __all__ = ["Admission", "Claim", "RedisState", "unavailable"]
@@ -74,6 +74,11 @@ def _claimed(answer: list[Any] | None) -> Claim | str | None:
         return str(answer[1])
     _, task_id, replica, request, admitted, position, cancel = answer
     return Claim(task_id, replica, request, int(admitted), int(position), cancel)
+
+
+def _batch(fields: dict[str, str]) -> Batch:
+    """One stream entry: the batch of events numbered from `f`, final when it holds the terminal event."""
+    return Batch(int(fields["f"]), decode(fields["b"]), "end" in fields)
 
 
 def task_key(task_id: str) -> str:
@@ -134,6 +139,7 @@ class RedisState:
         self._requeue = self.client.register_script(scripts.REQUEUE)
         self._finish = self.client.register_script(scripts.FINISH)
         self._orphan = self.client.register_script(scripts.ORPHAN)
+        self._open = self.client.register_script(scripts.OPEN)
 
     async def aclose(self) -> None:
         await self.client.aclose()
@@ -212,7 +218,7 @@ class RedisState:
         longer running in Redis (ended by another instance, or lost with a Redis restart)."""
         if not batch.items:
             return True
-        number = batch.first + sum(size(item) for item in batch.items)
+        number = batch.next
         keys = [task_key(task_id), _stream(task_id)]
         args: list[str | int] = [batch.first, number, encode(batch.items), STREAM_MAXLEN]
         return bool(await self.call(self._append(keys=keys, args=args)))
@@ -222,21 +228,23 @@ class RedisState:
         keys = [task_key(task_id), _stream(task_id)]
         return bool(await self.call(self._finish(keys=keys, args=[encode(items), DONE_TTL_MS, STREAM_MAXLEN])))
 
-    async def read(self, task_id: str, seen: int, lost: Item) -> AsyncIterator[Batch]:
-        """The task's events after number `seen`, in entries as they come (CONFLICT, before any, when they are no
-        longer kept). A task whose keys vanished (Redis restarted empty) ends with `lost`."""
-        stream = _stream(task_id)
-        start = "0-0"
-        if seen >= 0:
-            entries = await self.call(self.readers.xrevrange(stream, f"{seen + 1}-1", "-", count=1))
-            if entries:
-                start = f"{int(entries[0][1]['f'])}-0"  # just before that entry: it is read again, then cut
-        oldest = await self.call(self.readers.xrange(stream, "-", "+", count=1))
-        if oldest and int(oldest[0][1]["f"]) > seen + 1:
+    async def open(self, task_id: str, seen: int, hold_ms: int, *, history: bool = False) -> tuple[str, list[Batch]]:
+        """Open the task's stream for a reader (present for `hold_ms` from now): where its events after number
+        `seen` start (for `read`) and, with `history`, those written so far. NOT_FOUND for an unknown task;
+        CONFLICT when those events are no longer kept."""
+        keys = [task_key(task_id), _reader(task_id), _stream(task_id)]
+        answer = await self.call(self._open(keys=keys, args=[seen, max(hold_ms, 1), int(history)]))
+        if answer is None:
+            raise ApiError("NOT_FOUND", f"no task {task_id!r}", task_id=task_id)
+        start, oldest, entries = answer
+        if int(oldest) > seen + 1:
             raise ApiError("CONFLICT", f"the events of task {task_id!r} after {seen} are no longer kept")
-        return self._entries(task_id, start, seen, lost)
+        return str(start), [_batch(dict(zip(f[::2], f[1::2], strict=True))).after(seen) for _, f in entries]
 
-    async def _entries(self, task_id: str, start: str, seen: int, lost: Item) -> AsyncIterator[Batch]:
+    async def read(self, task_id: str, start: str, seen: int, lost: Item) -> AsyncIterator[Batch]:
+        """The task's events after number `seen` (from `open`'s `start`), in entries as they come (from the first one
+        after `start`: XREAD excludes it). A task whose keys
+        vanished (Redis restarted empty) ends with `lost`."""
         stream = _stream(task_id)
         number = seen + 1
         while True:
@@ -250,20 +258,15 @@ class RedisState:
                 continue
             for entry_id, fields in answer[0][1] if answer else ():
                 start = entry_id
-                batch = Batch(int(fields["f"]), decode(fields["b"]), "end" in fields).after(seen)
+                batch = _batch(fields).after(seen)
                 number = int(fields["n"])
                 yield batch
                 if batch.final:
                     return
 
-    async def reader_present(self, task_id: str, hold_ms: int, *, opened: bool = False) -> None:
-        """A reader is (or was just now) on the task's stream: the task is held for `hold_ms` from now. `opened`: it
-        just opened the stream (the task is known to exist; later calls must not recreate a task Redis lost)."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(_reader(task_id), "1", px=max(hold_ms, 1))
-            if opened:
-                pipe.hset(task_key(task_id), "read", "1")
-            await self.call(pipe.execute())
+    async def reader_present(self, task_id: str, hold_ms: int) -> None:
+        """A reader is (or was just now) on the task's stream: the task is held for `hold_ms` from now."""
+        await self.call(self.client.set(_reader(task_id), "1", px=max(hold_ms, 1)))
 
     async def unread(self, task_ids: list[str]) -> dict[str, tuple[bool, bool]]:
         """Per task: (no reader is present, a reader ever opened the stream)."""

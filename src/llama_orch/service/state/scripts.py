@@ -9,7 +9,7 @@ A replica list argument is JSON `[[replica_id, max_inflight, ready 0|1], ...]`, 
 
 from __future__ import annotations
 
-__all__ = ["ADMIT", "APPEND", "CLAIM", "FINISH", "ORPHAN", "RELEASE", "REQUEUE"]
+__all__ = ["ADMIT", "APPEND", "CLAIM", "FINISH", "OPEN", "ORPHAN", "RELEASE", "REQUEUE"]
 
 # Appends the terminal entry once: numbered after the last entry, the task marked done, both keys set to expire.
 _TERMINAL = """
@@ -170,3 +170,27 @@ if replica and redis.call('HINCRBY', KEYS[4], replica, -1) < 0 then redis.call('
 return terminal(KEYS[2], KEYS[3], ARGV[3], ARGV[4], ARGV[5])
 """
 )
+
+# KEYS: task, reader presence, stream. ARGV: seen (-1: from the first event), hold ms, 1 to return the entries
+# already written. A reader opens the task's stream in one round trip: nil for an unknown task (nothing is created
+# for it), else {where to read from (just before the entry holding event seen + 1), the first event number still
+# kept (-1: none yet), the entries from there (when asked)}.
+OPEN = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return nil end
+redis.call('SET', KEYS[2], '1', 'PX', ARGV[2])
+redis.call('HSET', KEYS[1], 'read', '1')
+local function first(entry)
+  local fields = entry[2]
+  for i = 1, #fields, 2 do if fields[i] == 'f' then return tonumber(fields[i + 1]) end end
+end
+local seen = tonumber(ARGV[1])
+local start = '0-0'
+if seen >= 0 then
+  local entry = redis.call('XREVRANGE', KEYS[3], (seen + 1) .. '-1', '-', 'COUNT', 1)[1]
+  if entry then start = first(entry) .. '-0' end
+end
+local oldest = redis.call('XRANGE', KEYS[3], '-', '+', 'COUNT', 1)[1]
+local entries = {}
+if ARGV[3] == '1' then entries = redis.call('XRANGE', KEYS[3], start, '+') end
+return {start, oldest and first(oldest) or -1, entries}
+"""
