@@ -13,7 +13,6 @@ Exceptions:
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from types import UnionType
@@ -24,8 +23,6 @@ from pydantic import TypeAdapter, ValidationError
 
 T = TypeVar("T")
 _UNIONS = (Union, UnionType)
-# `]`, `,`, `[` with only JSON whitespace between: what separates two elements of a JSON list.
-_LIST_BOUNDARY = re.compile(r"\][ \t\n\r]*,[ \t\n\r]*\[")
 
 
 class StreamError(Exception):
@@ -87,8 +84,6 @@ class StreamFormat(Generic[T]):
     _plain_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
     # ('"<error_key>"', error adapter) when in-stream errors are told apart by a key: built once, used per item.
     _error_route: tuple[str, TypeAdapter[Any]] | None = field(init=False, repr=False, compare=False)
-    # The plain item model as `list[tuple[item]]`, to validate all the payloads of one read in one call.
-    _batch_adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         item_adapter = TypeAdapter(self.item)
@@ -99,34 +94,10 @@ class StreamFormat(Generic[T]):
         # A payload without the error key cannot be the error model, so it is validated against the union's other
         # members only: pydantic tries every member of a union, and this runs once per token.
         others = [m for m in get_args(self.item) if m is not self.error] if get_origin(self.item) in _UNIONS else []
-        plain: Any = self.item
         if route is not None and others:
-            plain = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
+            plain: Any = others[0] if len(others) == 1 else Union[tuple(others)]  # noqa: UP007
             item_adapter = TypeAdapter(plain)
         object.__setattr__(self, "_plain_adapter", item_adapter)
-        object.__setattr__(self, "_batch_adapter", TypeAdapter(list[tuple[plain]]))
-
-    def parse_batch(self, payloads: list[str]) -> list[Any] | None:
-        """Validate several payloads in one call, or None when that could differ from `parse` on each (then the
-        caller parses them one by one, which also finds the first bad one and its error).
-
-        The payloads are validated as `[[p1],[p2],...]` against `list[tuple[item]]`. That is the same as validating
-        each alone exactly when every `],[` between two payloads is a boundary of the outer list: then each
-        element's text is `[p]`, and a one-tuple holds exactly one JSON value. A payload that is not one value
-        could only shift a boundary by holding a `]`, `,`, `[` sequence of its own, so such payloads (even
-        inside a string) are not batched, and neither is a list that comes back with another count. Payloads that
-        may be in-stream errors and enveloped items take `parse`."""
-        route = self._error_route
-        joined = "\x00".join(payloads)  # NUL cannot be part of either marker, so none spans two payloads
-        if len(payloads) < 2 or self.envelope or (route is not None and route[0] in joined):
-            return None
-        if _LIST_BOUNDARY.search(joined):
-            return None
-        try:
-            rows = self._batch_adapter.validate_json("[[" + "],[".join(payloads) + "]]")
-        except (ValidationError, ValueError):
-            return None
-        return [row[0] for row in rows] if len(rows) == len(payloads) else None
 
     def parse(self, event: str, data: str) -> Any:
         """Decode one payload into the item model, or the error model for an in-stream error."""
@@ -270,21 +241,14 @@ class Decoding(Generic[T]):
     def _decode(self, frames: list[tuple[str, str]]) -> tuple[list[Any], StreamError | None]:
         fmt = self.fmt
         items: list[Any] = []
-        if self.finished or not frames:
-            return items, None
-        payloads = [data for _, data in frames]
-        if fmt.done is not None and fmt.done in payloads:
-            payloads = payloads[: payloads.index(fmt.done)]  # nothing after the sentinel is read
-        # All the items of one read validated in one call; None (can't vouch, or one is bad): one by one below.
-        parsed = fmt.parse_batch(payloads)
-        for k, (event, data) in enumerate(frames):
+        for event, data in frames:
             if self.finished:
                 break
             if fmt.done is not None and data == fmt.done:
                 self.finished = True
                 break
             try:
-                item = parsed[k] if parsed is not None else fmt.parse(event, data)
+                item = fmt.parse(event, data)
             except StreamDecodeError as exc:
                 return items, exc
             if fmt.is_error(item):
