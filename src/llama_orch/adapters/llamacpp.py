@@ -66,7 +66,8 @@ class LlamaCppAdapter(HttpAdapter):
         if await self._api() == "openai":
             body = TextCompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
             return await v1_completions.astream(client=self.client, body=body)
-        return await completion.astream(
+        # `arelay`: each chunk validated as what `_read` reads of it (`CompletionChunkRead`), the rest skipped.
+        return await completion.arelay(
             client=self.client, body=CompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
         )
 
@@ -113,7 +114,7 @@ class LlamaCppAdapter(HttpAdapter):
         return self._negotiated
 
     def _read(self, item: Any, tally: Tally) -> str:
-        if type(item) is w.CompletionChunk:
+        if type(item) is w.CompletionChunkRead:
             if item.stop:
                 tally.finish_reason = _STOP_TYPES.get(item.stop_type, "stop")
                 tally.tokens_in = item.tokens_evaluated

@@ -948,6 +948,37 @@ class CompletionRequest(SamplingOptions):
     """
 
 
+class CompletionChunkRead(BaseModel):
+    """
+    What the orchestrator's relay reads of a `CompletionChunk` (the `relay-item` of `/completion`): the token's text, the final-chunk flag and the totals of the final chunk. Same names and types as in `CompletionChunk`; its other fields are kept unvalidated (`model_extra`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    content: str
+    """
+    Text of this token ("" on the final chunk)
+    """
+    stop: bool
+    """
+    true on the final chunk
+    """
+    stop_type: Literal["none", "eos", "limit", "word"] | None = None
+    """
+    Why generation stopped: none, eos (end of sequence), limit (n_predict), word (stop string)
+    """
+    tokens_predicted: int | None = None
+    """
+    Tokens generated so far
+    """
+    tokens_evaluated: int | None = None
+    """
+    Prompt tokens evaluated
+    """
+    timings: Timings | None = None
+
+
 class TokenProbability(BaseModel):
     """
     A generated token and its most likely alternatives; with post_sampling_probs the keys are `prob`/`top_probs` instead of `logprob`/`top_logprobs`

@@ -29,6 +29,7 @@ from .chat_message import ChatMessage
 from .chat_message_content_type_1_item import ChatMessageContentType1Item
 from .chat_response_message import ChatResponseMessage
 from .completion_chunk import CompletionChunk
+from .completion_chunk_read import CompletionChunkRead
 from .completion_request import CompletionRequest
 from .completion_response import CompletionResponse
 from .detokenize_request import DetokenizeRequest
@@ -116,6 +117,7 @@ __all__ = (
     "ChatMessageContentType1Item",
     "ChatResponseMessage",
     "CompletionChunk",
+    "CompletionChunkRead",
     "CompletionRequest",
     "CompletionResponse",
     "DetokenizeRequest",
