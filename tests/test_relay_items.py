@@ -1,5 +1,5 @@
-"""`relay-item`: the relay's view of a llama.cpp `/completion` chunk validates what the relay reads, as the full
-item does, and leaves the rest unvalidated."""
+"""`relay-item`: the relay's view of a llama.cpp chunk (`/completion`, `/v1/completions`) validates what the relay
+reads, as the full item does, and leaves the rest unvalidated."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import pytest
 from llama_orch_gen.engines.llamacpp import wire as w
 from llama_orch_gen.engines.llamacpp.api.native.completion import RELAY_STREAM_FORMAT, STREAM_FORMAT
+from llama_orch_gen.engines.llamacpp.api.openai import v1_completions
 
 from llama_orch_runtime.streaming import StreamDecodeError
 from tests.adapters.replay import TRANSCRIPTS, sse_payloads
@@ -58,3 +59,15 @@ def test_what_the_relay_never_reads_is_not_validated() -> None:
 def test_an_in_stream_error_is_the_same_typed_error_item_either_way() -> None:
     payload = '{"error": {"code": 500, "message": "boom", "type": "server_error"}}'
     assert type(RELAY_STREAM_FORMAT.parse("message", payload)) is type(STREAM_FORMAT.parse("message", payload))
+
+
+def test_the_openai_route_view_reads_a_real_recording_as_the_full_item_does() -> None:
+    body = (TRANSCRIPTS / "oai_completions_stream_usage.body").read_bytes()
+    payloads = [json.dumps(p) for p in sse_payloads(body) if isinstance(p, dict)]
+    full = [v1_completions.STREAM_FORMAT.parse("message", p) for p in payloads]
+    relayed = [v1_completions.RELAY_STREAM_FORMAT.parse("message", p) for p in payloads]
+    assert all(type(item) is w.TextCompletionChunkRead for item in relayed)
+    for a, b in zip(full, relayed, strict=True):
+        assert [(c.text, c.finish_reason) for c in a.choices] == [(c.text, c.finish_reason) for c in b.choices]
+        assert a.usage == b.usage and (a.timings is None) == (b.timings is None)
+    assert any(b.usage is not None for b in relayed) and any(b.choices for b in relayed)

@@ -350,6 +350,21 @@ class TextCompletion(BaseModel):
     timings: Timings | None = None
 
 
+class TextCompletionChoiceRead(BaseModel):
+    """
+    What the relay reads of a `TextCompletionChoice`
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    text: str
+    finish_reason: str | None = None
+    """
+    stop, length, or null while streaming
+    """
+
+
 class TextCompletionChunk(BaseModel):
     """
     One item of the `/v1/completions` stream. The last chunk carries finish_reason, `usage` (always) and `timings`; then `[DONE]`.
@@ -1071,6 +1086,19 @@ class TextCompletionRequest(SamplingOptions):
     """
     Stop string or strings
     """
+
+
+class TextCompletionChunkRead(BaseModel):
+    """
+    What the orchestrator's relay reads of a `TextCompletionChunk` (the `relay-item` of `/v1/completions`): each choice's text and finish reason, the usage and the timings of the last chunk. Same names and types as in `TextCompletionChunk`; its other fields are kept unvalidated (`model_extra`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    choices: list[TextCompletionChoiceRead]
+    usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class ToolCall(BaseModel):

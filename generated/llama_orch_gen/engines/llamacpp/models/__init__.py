@@ -83,7 +83,9 @@ from .success_response import SuccessResponse
 from .text_completion import TextCompletion
 from .text_completion_choice import TextCompletionChoice
 from .text_completion_choice_logprobs_type_0 import TextCompletionChoiceLogprobsType0
+from .text_completion_choice_read import TextCompletionChoiceRead
 from .text_completion_chunk import TextCompletionChunk
+from .text_completion_chunk_read import TextCompletionChunkRead
 from .text_completion_request import TextCompletionRequest
 from .timings import Timings
 from .token_piece import TokenPiece
@@ -167,7 +169,9 @@ __all__ = (
     "TextCompletion",
     "TextCompletionChoice",
     "TextCompletionChoiceLogprobsType0",
+    "TextCompletionChoiceRead",
     "TextCompletionChunk",
+    "TextCompletionChunkRead",
     "TextCompletionRequest",
     "Timings",
     "TokenizeRequest",
