@@ -4,7 +4,7 @@ restarted empty on the same port, or stalled (SIGSTOP) and resumed with its data
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -68,9 +68,8 @@ def test_redis_down_is_a_503_and_up_again_is_accepted(pair: list[Process], redis
         assert one_terminal(list(frames(stream))).event == "end"
 
 
-def test_redis_restarted_empty_ends_the_tasks_it_lost(
-    pair: list[Process], redis_server: RedisServer, engine: Process
-) -> None:
+def _disturbed_at_the_third_token(pair: list[Process], disturb: Callable[[], None]) -> list[Frame]:
+    """A long task submitted on A and read from B, with `disturb` done to Redis after its third token: the events."""
     a, b = pair
     answer = httpx.post(f"{a.url}/v1/tasks", json=LONG, timeout=GUARD_S)
     assert answer.status_code == 202, answer.text
@@ -79,9 +78,18 @@ def test_redis_restarted_empty_ends_the_tasks_it_lost(
         for frame in frames(stream):
             events.append(frame)
             if sum(f.event == "token" for f in events) == 3:
-                redis_server.kill()
-                redis_server.start()
-    terminal = one_terminal(events)
+                disturb()
+    return events
+
+
+def test_redis_restarted_empty_ends_the_tasks_it_lost(
+    pair: list[Process], redis_server: RedisServer, engine: Process
+) -> None:
+    def restart_empty() -> None:
+        redis_server.kill()
+        redis_server.start()
+
+    terminal = one_terminal(_disturbed_at_the_third_token(pair, restart_empty))
     assert terminal.event == "error" and terminal.data["code"] == "STATE_UNAVAILABLE", terminal
     assert engine_idle(engine, 5.0), "the engine still runs the task Redis lost"
 
@@ -89,17 +97,12 @@ def test_redis_restarted_empty_ends_the_tasks_it_lost(
 def test_redis_stalled_mid_stream_ends_the_stream_once(
     pair: list[Process], redis_server: RedisServer, engine: Process
 ) -> None:
-    a, b = pair
-    answer = httpx.post(f"{a.url}/v1/tasks", json=LONG, timeout=GUARD_S)
-    assert answer.status_code == 202, answer.text
-    events: list[Frame] = []
-    with httpx.stream("GET", f"{b.url}/v1/tasks/{answer.json()['task_id']}/stream", timeout=GUARD_S) as stream:
-        for frame in frames(stream):
-            events.append(frame)
-            if sum(f.event == "token" for f in events) == 3:
-                redis_server.pause()
-                time.sleep(4.0)  # longer than the socket timeout: the owner's writes fail meanwhile
-                redis_server.resume()
+    def stall() -> None:
+        redis_server.pause()
+        time.sleep(4.0)  # longer than the socket timeout: the owner's writes fail meanwhile
+        redis_server.resume()
+
+    events = _disturbed_at_the_third_token(pair, stall)
     terminal = one_terminal(events)
     assert terminal.event == "error" and terminal.data["code"] == "STATE_UNAVAILABLE", terminal
     assert [int(f.id) for f in events if f.id] == list(range(len(events))), "events lost or repeated"

@@ -146,3 +146,19 @@ def test_admission_holds_across_both_instances(pair: list[Process]) -> None:
         for answer in answers:
             if answer.status_code == 202:
                 httpx.post(f"{b.url}/v1/tasks/{answer.json()['task_id']}/cancel", timeout=GUARD_S)
+
+
+def test_an_identical_repeat_on_the_other_instance_is_not_admitted_twice(pair: list[Process]) -> None:
+    """A client that lost the answer retries elsewhere: the same admission, one run. A different request under the
+    same task id is still refused."""
+    a, b = pair
+    body = {"task_id": "retried-submit", "prompt": "Hello", "max_tokens": 20, "seed": 5}
+    first, repeat = _submit(a.url, body), _submit(b.url, body)
+    assert first.status_code == repeat.status_code == 202, (first.text, repeat.text)
+    assert repeat.json()["task_id"] == first.json()["task_id"] == "retried-submit"
+    other = _submit(b.url, {**body, "seed": 6})
+    assert other.status_code == 400 and other.json()["code"] == "INVALID_PARAMS", other.text
+    events = _read_all(b.url, "retried-submit")
+    assert one_terminal(events).event == "end"
+    assert sum(f.event == "started" for f in events) == 1
+    assert [f.data["i"] for f in events if f.event == "token"] == list(range(20))

@@ -107,7 +107,7 @@ class Cluster:
             )
             answer, claimed = await self.state.admit(admission, self.instance, _now_ms())
             if answer[0] == "dup":
-                raise ApiError("INVALID_PARAMS", f"task {run.task_id!r} already exists", field="task_id")
+                return await self._repeated(run, pool, admission.fields["req"])
             if answer[0] == "reject":
                 raise pool.full(int(answer[1]))
         except ApiError as error:
@@ -139,6 +139,16 @@ class Cluster:
                 await self.state.finish(task_id, [error_event("DEADLINE_UNMET", _DEADLINE_PASSED, None)])
         except ApiError as error:
             logger.warning("cannot end task %s at its deadline: %s", task_id, error.message)
+
+    async def _repeated(self, run: TaskRun, pool: Pool, request: object) -> TaskRun:
+        """A task id some instance already admitted: an identical repeat (a client retrying a submit whose answer it
+        lost) is answered with the first admission and not admitted again; another request under it is refused."""
+        kept = await self.state.task(run.task_id)
+        if kept.get("req") != request:
+            raise ApiError("INVALID_PARAMS", f"task {run.task_id!r} already exists", field="task_id")
+        run.queue_position = int(kept.get("qpos", 0))
+        run.predicted_start_ms = pool.predict_ms(run.queue_position)
+        return run
 
     def _fields(self, run: TaskRun) -> dict[str, object]:
         task = run.task
@@ -419,4 +429,4 @@ class Cluster:
 
 def _replicas(pool: Pool) -> str:
     """The replicas as the admission scripts take them: this instance's view of readiness, each one's limit."""
-    return json.dumps([[r.id, r.max_inflight, int(r.ready)] for r in pool.replicas])
+    return json.dumps([[r.id, r.max_inflight, int(r.ready), int(not r.engine_queueing)] for r in pool.replicas])

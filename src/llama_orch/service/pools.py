@@ -81,9 +81,13 @@ class ReplicaState:
         return self.inflight + self.foreign
 
     @property
+    def engine_queueing(self) -> bool:
+        """The engine already holds requests waiting (it is full, whoever sent them)."""
+        return self.engine_load is not None and self.engine_load.waiting > 0
+
+    @property
     def has_room(self) -> bool:
-        queueing = self.engine_load is not None and self.engine_load.waiting > 0  # the engine is already full
-        return self.ready and not queueing and self.load < self.max_inflight
+        return self.ready and not self.engine_queueing and self.load < self.max_inflight
 
     async def probe(self, timeout_s: float) -> None:
         """Ask the health route; capacity and version only when the replica becomes ready and on every

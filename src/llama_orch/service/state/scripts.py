@@ -4,7 +4,8 @@ claim, release and end tasks exactly as one would (design: specs/README.md, "Sca
 Keys (prefix `lo:`): `t:{task}` hash (request, pool, priority, state queued|running|done, owner, replica, cancel),
 `t:{task}:ev` the task's event stream, `p:{pool}:q:interactive` / `p:{pool}:q:batch` the pool's queue lanes,
 `p:{pool}:run` in-flight count per replica, `running` hash task → owning instance, `i:{instance}` its lease.
-A replica list argument is JSON `[[replica_id, max_inflight, ready 0|1], ...]`, the calling instance's view.
+A replica list argument is JSON `[[replica_id, max_inflight, ready 0|1, engine not queueing 0|1], ...]`, the
+calling instance's view (a replica whose engine already queues requests takes no new task, as in one process).
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ end
 _CLAIM = """
 local function claim(lanes, counts, running, lease, instance, replicas, now_ms, prefix, lease_ms)
   local function count(id) return tonumber(redis.call('HGET', counts, id) or '0') end
-  local function room(r) return r[3] == 1 and count(r[1]) < r[2] end
+  local function room(r) return r[3] == 1 and r[4] ~= 0 and count(r[1]) < r[2] end
   local any = false
   for _, r in ipairs(replicas) do if room(r) then any = true end end
   if not any then return nil end
@@ -104,7 +105,7 @@ local depth = redis.call('LLEN', KEYS[2]) + redis.call('LLEN', KEYS[3])
 local room = false
 if depth == 0 then
   for _, r in ipairs(cjson.decode(ARGV[5])) do
-    if r[3] == 1 and tonumber(redis.call('HGET', KEYS[4], r[1]) or '0') < r[2] then room = true end
+    if r[3] == 1 and r[4] ~= 0 and tonumber(redis.call('HGET', KEYS[4], r[1]) or '0') < r[2] then room = true end
   end
 end
 local victim = ''

@@ -1,6 +1,6 @@
-"""Leases against a real redis-server: an instance that claims a task is alive from that moment, even when Redis
-lost its lease (restarted empty) and its keeper has not renewed it yet, so no other instance ends the task as
-INSTANCE_LOST."""
+"""The admission and claim scripts against a real redis-server. Leases: an instance that claims a task is alive
+from that moment, even when Redis lost its lease (restarted empty) and its keeper has not renewed it yet, so no
+other instance ends the task as INSTANCE_LOST. Engine load: a replica whose engine queues takes no new task."""
 
 from __future__ import annotations
 
@@ -37,5 +37,21 @@ async def test_a_task_claimed_from_the_queue_is_no_orphan(redis_server: RedisSer
         await state.release("t1", "p", "r0")
         assert isinstance(await state.claim("p", "second", _REPLICAS, 0), Claim)
         assert await state.orphans("other") == []
+    finally:
+        await state.aclose()
+
+
+async def test_a_replica_whose_engine_queues_takes_no_new_task(redis_server: RedisServer) -> None:
+    """The calling instance's view says the engine already queues requests (vLLM's waiting gauge): a claim waits,
+    as one process would, until the engine catches up."""
+    redis_server.client().flushall()
+    state = RedisState(redis_server.url, None)
+    queueing, caught_up = json.dumps([["r0", 4, 1, 0]]), json.dumps([["r0", 4, 1, 1]])
+    try:
+        admission = Admission("t1", "interactive", "p", 4, "reject", queueing, {"req": "{}", "pool": "p", "at": 0})
+        _, claimed = await state.admit(admission, "me", 0)
+        assert claimed is None
+        assert await state.claim("p", "me", queueing, 0) is None
+        assert isinstance(await state.claim("p", "me", caught_up, 0), Claim)
     finally:
         await state.aclose()
