@@ -21,6 +21,7 @@ from . import layout
 from .bundle import bundle, load, stream_ref
 from .layout import HEADER, HEADER_RE, PACKAGE, ApiSpec
 from .resources import declares_resources, render_resources
+from .validate import engine_registry
 
 
 class GenerationError(Exception):
@@ -140,6 +141,7 @@ def _render_templates(out: Path) -> None:
         "error_codes": error_schema["$defs"]["ErrorCode"]["x-error-codes"],
         "metric_families": load(layout.SCHEMAS / "metrics.json")["x-metrics"],
         "api_specs": layout.api_specs(),
+        "engines": engine_registry(),
     }
     renders = {
         "package_init.py.jinja": "__init__.py",

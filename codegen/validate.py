@@ -94,6 +94,36 @@ def _stream_problems(path: Path, doc: Mapping[str, Any]) -> list[str]:
     return problems
 
 
+def engine_registry() -> dict[str, dict[str, str]]:
+    """The engine registry: EngineKind's `x-engines` in task-request.json (name -> title, adapter, simulator)."""
+    engines: dict[str, dict[str, str]] = load(layout.SCHEMAS / "task-request.json")["properties"]["engine"]["x-engines"]
+    return engines
+
+
+def _engine_problems() -> list[str]:
+    """Adding an engine is one spec, one adapter, one simulator and one registry entry: the entry must name an engine
+    that has its spec, and the EngineKind enum (what configs and tasks accept) must be the registry plus `mock`."""
+    registry = engine_registry()
+    where = "specs/schemas/task-request.json EngineKind"
+    problems = []
+    enum = load(layout.SCHEMAS / "task-request.json")["properties"]["engine"]["enum"]
+    if enum != [*registry, "mock"]:
+        problems.append(f"{where}: enum must be the x-engines names, then mock: {[*registry, 'mock']}")
+    specs = {s.package.removeprefix("engines."): s for s in layout.api_specs() if s.package.startswith("engines.")}
+    problems += [
+        f"{where}: x-engines {name!r} has no specs/engines/{name}.openapi.yaml"
+        for name in registry.keys() - specs.keys()
+    ]
+    problems += [
+        f"specs/engines/{name}.openapi.yaml: no x-engines entry in {where}" for name in specs.keys() - registry.keys()
+    ]
+    for name, entry in registry.items():
+        missing = {"title", "adapter", "simulator"} - entry.keys()
+        if missing:
+            problems.append(f"{where}: x-engines {name!r} lacks {sorted(missing)}")
+    return problems
+
+
 def validate_specs() -> list[str]:
     """All problems found in specs/, as readable lines; empty when everything is valid."""
     registry = schema_registry()
@@ -110,4 +140,4 @@ def validate_specs() -> list[str]:
         except Exception as exc:  # the validator raises several unrelated exception types
             problems.append(f"{name}: invalid OpenAPI: {getattr(exc, 'message', exc)}")
         problems += _stream_problems(spec.path, doc)
-    return problems
+    return problems + _engine_problems()

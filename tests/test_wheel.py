@@ -14,11 +14,16 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def wheel_files(tmp_path_factory: pytest.TempPathFactory) -> set[str]:
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("wheel")
     hatchling = Path(sys.executable).with_name("hatchling")
     subprocess.run([str(hatchling), "build", "--target", "wheel", "--directory", str(out)], cwd=ROOT, check=True)
-    (wheel,) = out.glob("llama_orch-*.whl")
+    (built,) = out.glob("llama_orch-*.whl")
+    return built
+
+
+@pytest.fixture(scope="module")
+def wheel_files(wheel: Path) -> set[str]:
     with zipfile.ZipFile(wheel) as archive:
         return set(archive.namelist())
 
@@ -43,3 +48,18 @@ def test_wheel_leaves_out_bench_fuzz_and_engine_build_tooling(wheel_files: set[s
     leaked = sorted(path for path in wheel_files if any(word in path for word in unwanted))
     assert leaked == []
     assert not [path for path in wheel_files if path.endswith(".constraints.txt")]
+
+
+def test_installed_from_the_wheel_the_dev_tooling_is_absent(wheel: Path, tmp_path: Path) -> None:
+    env = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env)], check=True)
+    python = env / "bin" / "python"
+    uv = Path(sys.executable).with_name("uv")
+    subprocess.run([str(uv), "pip", "install", "--quiet", "--no-deps", "--python", str(python), str(wheel)], check=True)
+    probe = (
+        "import importlib.util as u; "
+        "print(u.find_spec('llama_orch_devtools'), u.find_spec('llama_orch.devtools'), "
+        "all(u.find_spec(m) for m in ('llama_orch.cli', 'llama_orch_runtime.base_client', 'llama_orch_gen')))"
+    )
+    shown = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert shown.stdout.split() == ["None", "None", "True"]

@@ -13,10 +13,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from llama_orch_gen.contracts import tables
+
 from . import __version__
 from .errors import ConfigError, LlamaOrchError
 
-ENGINES = ("llamacpp", "vllm", "tgi", "triton")
+ENGINES = tuple(tables.ENGINES)  # the engine registry (task-request.json EngineKind x-engines)
 
 
 def build_parser() -> argparse.ArgumentParser:

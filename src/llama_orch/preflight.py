@@ -17,9 +17,6 @@ from llama_orch.errors import ConfigError, EngineError, redact
 
 __all__ = ["Check", "run_preflight"]
 
-# Engines listing their models on the OpenAI surface; Triton names the model in its own routes instead.
-_MODEL_LISTS = {"llamacpp": "/v1/models", "vllm": "/v1/models", "tgi": "/v1/models"}
-
 
 @dataclass(frozen=True)
 class Check:
@@ -58,8 +55,9 @@ async def _check_replica(pool: PoolConfig, replica: ReplicaConfig) -> list[Check
             True,
             f"{version.engine} {version.version}" + (f" ({version.model_digest})" if version.model_digest else ""),
         )
-        if pool.engine in _MODEL_LISTS and (model := replica.model or pool.model):
-            record("model listed", *await _model_listed(pool, replica, model))
+        listing = getattr(adapter, "model_list_path", None)
+        if listing and (model := replica.model or pool.model):
+            record("model listed", *await _model_listed(replica, listing, model))
         record("dry run", *await _dry_run(adapter))
     except EngineError as exc:
         record("engine", False, f"{exc.code}: {exc.message}")
@@ -68,10 +66,10 @@ async def _check_replica(pool: PoolConfig, replica: ReplicaConfig) -> list[Check
     return checks
 
 
-async def _model_listed(pool: PoolConfig, replica: ReplicaConfig, model: str) -> tuple[bool, str]:
+async def _model_listed(replica: ReplicaConfig, listing: str, model: str) -> tuple[bool, str]:
     token = bearer_token(replica)
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    url = replica.base_url.rstrip("/") + _MODEL_LISTS[pool.engine]
+    url = replica.base_url.rstrip("/") + listing
     try:
         async with httpx.AsyncClient(timeout=10.0) as http:
             answer = await http.get(url, headers=headers)

@@ -25,6 +25,7 @@ import pydantic
 
 T = TypeVar("T")
 M = TypeVar("M", bound=pydantic.BaseModel)
+H = TypeVar("H", httpx.Client, httpx.AsyncClient)
 
 # The defaults, as openai-python's: a connection is given 5 s; a read (also the wait between two stream events)
 # 600 s, since a queued task may wait long for its first token.
@@ -99,19 +100,21 @@ class RawResponse(Generic[T]):
         return self._parse(self.http_response)
 
 
-class _BaseClient:
+class _BaseClient(Generic[H]):
     """What the sync and async clients share: configuration, request building, the retry decision, parsing."""
 
     _errors: ErrorTaxonomy  # set by the generated subclass
+    _http_class: type[H]  # the httpx client made when none is given
 
     def __init__(
         self,
         *,
         base_url: str,
-        api_key: str | None,
-        timeout: TimeoutTypes,
-        max_retries: int,
-        default_headers: Mapping[str, str] | None,
+        api_key: str | None = None,
+        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
+        max_retries: int = DEFAULT_MAX_RETRIES,
+        default_headers: Mapping[str, str] | None = None,
+        http_client: H | None = None,
     ) -> None:
         if max_retries < 0:
             raise ValueError("max_retries must be >= 0")
@@ -120,6 +123,27 @@ class _BaseClient:
         self.timeout = timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
         self.max_retries = max_retries
         self.default_headers = dict(default_headers or {})
+        self._http: H = http_client or self._http_class()
+
+    def build_request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str | None] | None = None,
+        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
+    ) -> httpx.Request:
+        """The request, with the client's URL, auth and headers, and the timeout merged (`_timeout`)."""
+        return self._http.build_request(
+            method,
+            self.base_url.join(path.lstrip("/")),
+            json=json,
+            params={k: v for k, v in (params or {}).items() if v is not None} or None,
+            headers=self._headers({k: v for k, v in (headers or {}).items() if v is not None}),
+            timeout=self._timeout(timeout),
+        )
 
     def _headers(self, extra: Mapping[str, str]) -> dict[str, str]:
         headers = {"Accept": "application/json", **self.default_headers}
@@ -157,59 +181,8 @@ def text_content(response: httpx.Response) -> str:
     return response.text
 
 
-def _request(
-    http: httpx.Client | httpx.AsyncClient,
-    client: _BaseClient,
-    method: str,
-    path: str,
-    *,
-    json: Any,
-    params: Mapping[str, Any] | None,
-    headers: Mapping[str, str | None] | None,
-    timeout: TimeoutTypes | NotGiven,
-) -> httpx.Request:
-    clean_params = {k: v for k, v in (params or {}).items() if v is not None}
-    return http.build_request(
-        method,
-        client.base_url.join(path.lstrip("/")),
-        json=json,
-        params=clean_params or None,
-        headers=client._headers({k: v for k, v in (headers or {}).items() if v is not None}),
-        timeout=client._timeout(timeout),
-    )
-
-
-class SyncAPIClient(_BaseClient):
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str | None = None,
-        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.Client | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-        )
-        self._http = http_client or httpx.Client()
-
-    def build_request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str | None] | None = None,
-        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
-    ) -> httpx.Request:
-        return _request(self._http, self, method, path, json=json, params=params, headers=headers, timeout=timeout)
+class SyncAPIClient(_BaseClient[httpx.Client]):
+    _http_class = httpx.Client
 
     def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """The retry loop: a 2xx response (unread when `stream`), or the typed error of the last attempt."""
@@ -246,37 +219,8 @@ class SyncAPIClient(_BaseClient):
         self.close()
 
 
-class AsyncAPIClient(_BaseClient):
-    def __init__(
-        self,
-        *,
-        base_url: str,
-        api_key: str | None = None,
-        timeout: TimeoutTypes = DEFAULT_TIMEOUT,
-        max_retries: int = DEFAULT_MAX_RETRIES,
-        default_headers: Mapping[str, str] | None = None,
-        http_client: httpx.AsyncClient | None = None,
-    ) -> None:
-        super().__init__(
-            base_url=base_url,
-            api_key=api_key,
-            timeout=timeout,
-            max_retries=max_retries,
-            default_headers=default_headers,
-        )
-        self._http = http_client or httpx.AsyncClient()
-
-    def build_request(
-        self,
-        method: str,
-        path: str,
-        *,
-        json: Any = None,
-        params: Mapping[str, Any] | None = None,
-        headers: Mapping[str, str | None] | None = None,
-        timeout: TimeoutTypes | NotGiven = NOT_GIVEN,
-    ) -> httpx.Request:
-        return _request(self._http, self, method, path, json=json, params=params, headers=headers, timeout=timeout)
+class AsyncAPIClient(_BaseClient[httpx.AsyncClient]):
+    _http_class = httpx.AsyncClient
 
     async def send(self, request: httpx.Request, *, stream: bool = False) -> httpx.Response:
         """Async twin of `SyncAPIClient.send`."""

@@ -35,12 +35,12 @@ class _Resumption(Generic[T]):
         self.state: Decoding[T] = Decoding(fmt)
         self.last_id: str | None = None
 
-    def checked(self, batch: list[T], raise_on_error: bool) -> list[T]:
-        if raise_on_error:
-            for item in batch:
-                if self.fmt.is_error(item):
-                    raise self.errors.stream_error(item)
-        return batch
+    def checked(self, batch: list[T], raise_on_error: bool) -> Iterator[T]:
+        """The batch's items in order; with `raise_on_error` an error item is raised once those before it went."""
+        for item in batch:
+            if raise_on_error and self.fmt.is_error(item):
+                raise self.errors.stream_error(item)
+            yield item
 
     def resume_from(self, exc: Exception, request: httpx.Request) -> str | None:
         """After a lost connection: the event id to resume after, or raise the connection error."""
@@ -56,22 +56,32 @@ class _Resumption(Generic[T]):
         return self.errors.validation_error(response, exc)
 
 
-class EventStream(Generic[T]):
-    """The typed items of one streaming answer: iterate it inside `with`; `response` is the current connection."""
+C = TypeVar("C", SyncAPIClient, AsyncAPIClient)
+
+
+class _Stream(Generic[C, T]):
+    """What both stream twins hold: their client, how to (re)open the stream, the resumption state."""
 
     def __init__(
         self,
-        client: SyncAPIClient,
+        client: C,
         open_request: OpenRequest,
         fmt: StreamFormat[T],
         *,
         resumable: bool = False,
         raise_on_error: bool = False,
     ) -> None:
-        self._client = client
+        self._client: C = client
         self._open_request = open_request
         self._raise_on_error = raise_on_error
         self._resumption = _Resumption(fmt, client._errors, resumable=resumable, budget=client.max_retries)
+
+
+class EventStream(_Stream[SyncAPIClient, T]):
+    """The typed items of one streaming answer: iterate it inside `with`; `response` is the current connection."""
+
+    def __init__(self, client: SyncAPIClient, open_request: OpenRequest, fmt: StreamFormat[T], **options: bool) -> None:
+        super().__init__(client, open_request, fmt, **options)
         self.response = client.send(open_request(None), stream=True)
 
     def __iter__(self) -> Iterator[T]:
@@ -108,23 +118,10 @@ class EventStream(Generic[T]):
         self.close()
 
 
-class AsyncEventStream(Generic[T]):
+class AsyncEventStream(_Stream[AsyncAPIClient, T]):
     """Async twin of `EventStream`: `async with` opens it (through the retry loop) and closes it."""
 
-    def __init__(
-        self,
-        client: AsyncAPIClient,
-        open_request: OpenRequest,
-        fmt: StreamFormat[T],
-        *,
-        resumable: bool = False,
-        raise_on_error: bool = False,
-    ) -> None:
-        self._client = client
-        self._open_request = open_request
-        self._raise_on_error = raise_on_error
-        self._resumption = _Resumption(fmt, client._errors, resumable=resumable, budget=client.max_retries)
-        self.response: httpx.Response | None = None
+    response: httpx.Response | None = None
 
     async def _open(self) -> httpx.Response:
         self.response = await self._client.send(self._open_request(None), stream=True)

@@ -12,10 +12,13 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from llama_orch_gen.engines.llamacpp import Client
+from llama_orch_gen.engines.llamacpp.api.native import slots
 
 from llama_orch.adapters.base import HealthState
 from llama_orch.adapters.http_adapter import HttpAdapter
-from llama_orch.adapters.http_policy import HttpPolicy
+from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception
+from llama_orch_runtime.bodies import MalformedBody
 from tests.adapters.replay import TRANSCRIPTS
 from tests.adapters.test_tolerant_reader import _strip
 from tests.adapters.wire_fakes import DIALECTS, TGI_INFO, Dialect
@@ -123,3 +126,31 @@ async def test_an_older_llama_server_props_and_slots_keep_the_replica_ready() ->
         assert (found.slots_total, found.slots_free, found.ctx_size) == (2, 1, 512)
     finally:
         await adapter.aclose()
+
+
+async def test_slots_the_reader_cannot_read_leave_the_free_count_unknown_not_the_replica_down() -> None:
+    """`/slots` is informational: items without `is_processing` (a release that renamed it) give slots_free None."""
+    (llamacpp,) = [d for d in DIALECTS if d.engine == "llamacpp"]
+    routes = {
+        "/health": b'{"status":"ok"}',
+        "/props": json.dumps({"total_slots": 2, "default_generation_settings": {"n_ctx": 512}}).encode(),
+        "/slots": json.dumps([{"id": 0}, {"id": 1}]).encode(),
+    }
+    adapter = _adapter(llamacpp, routes)
+    try:
+        found = await adapter.props()
+        assert (found.slots_total, found.slots_free, found.ctx_size) == (2, None, 512)
+    finally:
+        await adapter.aclose()
+
+
+def test_an_answer_that_breaks_its_schema_is_a_typed_error_naming_the_member() -> None:
+    request = httpx.Request("GET", "http://engine/slots")
+    malformed = httpx.Response(200, json=[{"id": 0}], request=request)
+    client = Client(base_url="http://engine", httpx_args={"transport": httpx.MockTransport(lambda r: malformed)})
+    with pytest.raises(MalformedBody, match="missing member 'is_processing'") as info:
+        slots.sync_detailed(client=client)
+    error = error_for_exception(info.value)
+    assert error.code == "INTERNAL" and "does not match its spec" in error.message
+    refused = error_for_exception(MalformedBody(503, b"<html>busy</html>", ValueError("not JSON")))
+    assert (refused.code, refused.status) == ("POOL_UNREADY", 503)  # a proxy's page is still its status

@@ -4,7 +4,7 @@ any status and body, the one retry loop, timeouts, idempotent submits, raw respo
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import httpx
@@ -211,7 +211,9 @@ def test_default_timeout_is_5s_connect_600s_read_and_a_call_may_override_it() ->
     assert client.timeout == httpx.Timeout(600.0, connect=5.0) and client.max_retries == 2
     client.tasks.create({"prompt": "hi"})
     client.tasks.create({"prompt": "hi"}, timeout=httpx.Timeout(1.0, connect=0.5))
-    Script(httpx.Response(204)).client(timeout=7.0).tasks.cancel("t-1")
+    per_client = Script(httpx.Response(204))
+    per_client.client(timeout=7.0).tasks.cancel("t-1")
+    assert per_client.requests[0].extensions["timeout"] == httpx.Timeout(7.0).as_dict()
     default, per_call = (r.extensions["timeout"] for r in script.requests)
     assert default == {"connect": 5.0, "read": 600.0, "write": 600.0, "pool": 600.0}
     assert per_call == {"connect": 0.5, "read": 1.0, "write": 1.0, "pool": 1.0}
@@ -297,9 +299,11 @@ def test_an_error_event_is_an_item_or_on_request_a_stream_error() -> None:
     with Script(httpx.Response(200, content=failed)).client().tasks.stream("t-1") as events:
         assert isinstance(list(events)[-1], ErrorEvent)
     stream = Script(httpx.Response(200, content=failed)).client().tasks.stream("t-1", raise_on_error=True)
+    received: list[object] = []
     with pytest.raises(StreamError) as info, stream as events:
-        list(events)
+        received.extend(events)
     assert info.value.code == "WORKER_RESET" and info.value.retriable
+    assert [type(e) for e in received] == [StartedEvent]  # what came before the error is not lost
 
 
 def test_a_refused_stream_is_retried_before_its_first_event() -> None:
@@ -326,3 +330,30 @@ async def test_async_client_retries_raises_and_streams_alike(monkeypatch: pytest
         script.answers = [httpx.Response(200, content=FULL)]
         async with client.tasks.stream("t-1") as events:
             assert [type(e) async for e in events][-1] is EndEvent
+
+
+async def test_async_stream_resumes_after_its_last_event_too() -> None:
+    def resumed(request: httpx.Request) -> httpx.Response:
+        assert request.headers["last-event-id"] == "1"
+        return httpx.Response(200, content=FULL[FULL.index(b"id: 2") :])
+
+    async def cut(request: httpx.Request) -> httpx.Response:
+        async def body() -> AsyncIterator[bytes]:
+            for chunk in _cut_after(FULL, 2):
+                yield chunk
+
+        return httpx.Response(200, content=body())
+
+    answers: list[Any] = [cut, resumed]
+    seen: list[httpx.Request] = []
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        answer = answers[len(seen) - 1](request)
+        return await answer if hasattr(answer, "__await__") else answer
+
+    transport = httpx.MockTransport(handler)
+    async with AsyncClient("http://orch", http_client=httpx.AsyncClient(transport=transport)) as client:
+        async with client.tasks.stream("t-1") as events:
+            assert [e.event async for e in events] == ["started", "token", "token", "end"]
+    assert len(seen) == 2

@@ -1,29 +1,37 @@
-"""Adapters from configuration: the one place that knows which class serves which engine."""
+"""Adapters from configuration: which class serves which engine comes from the engine registry
+(`llama_orch_gen.contracts.tables.ENGINES`, generated from task-request.json's EngineKind `x-engines`)."""
 
 from __future__ import annotations
 
+import importlib
 import urllib.parse
 import urllib.request
+from functools import cache
 from typing import Any
 
 import httpx
 from llama_orch_gen.contracts.config import OrchestratorConfig, PoolConfig, ReplicaConfig
+from llama_orch_gen.contracts.tables import ENGINES
 
 from llama_orch.adapters.base import AdapterRegistry, WorkerAdapter
 from llama_orch.adapters.http_adapter import HttpAdapter
 from llama_orch.adapters.http_policy import HttpPolicy, bearer_token
 from llama_orch.adapters.http_transport import EngineTransport
-from llama_orch.adapters.llamacpp import LlamaCppAdapter
 from llama_orch.adapters.mock import MockAdapter
-from llama_orch.adapters.tgi import TgiAdapter
 from llama_orch.adapters.tls import tls_context
-from llama_orch.adapters.triton import TritonAdapter
-from llama_orch.adapters.vllm import VllmAdapter
 from llama_orch.errors import ConfigError
 
-__all__ = ["build_adapter", "build_registry"]
+__all__ = ["adapter_class", "build_adapter", "build_registry"]
 
-_HTTP_ADAPTERS: dict[str, type[HttpAdapter]] = {"vllm": VllmAdapter, "tgi": TgiAdapter, "triton": TritonAdapter}
+
+@cache
+def adapter_class(engine: str) -> type[HttpAdapter]:
+    """The registered adapter class of an engine (imported on first use)."""
+    module, _, name = ENGINES[engine].adapter.partition(":")
+    cls = getattr(importlib.import_module(module), name)
+    if not (isinstance(cls, type) and issubclass(cls, HttpAdapter) and cls.engine == engine):
+        raise ConfigError(f"the engine registry names {ENGINES[engine].adapter} for {engine!r}: not its HttpAdapter")
+    return cls
 
 
 def build_adapter(
@@ -50,9 +58,8 @@ def build_adapter(
         "model_path": replica.model_path,
         "transport": transport,
     }
-    if pool.engine == "llamacpp":
-        return LlamaCppAdapter(pool.id, replica.id, api=replica.api or "auto", id_slot=replica.id_slot, **common)
-    return _HTTP_ADAPTERS[pool.engine](pool.id, replica.id, **common)
+    cls = adapter_class(pool.engine)
+    return cls(pool.id, replica.id, **common, **cls.replica_options(replica))
 
 
 def _refuse_proxy(url: str, owner: str) -> None:

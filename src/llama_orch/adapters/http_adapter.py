@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+from llama_orch_gen.contracts.config import ReplicaConfig
 
 from llama_orch.adapters.base import EngineVersion, Health, HealthState
 from llama_orch.adapters.http_policy import HttpPolicy, error_for_exception, error_for_status, make_http_client
@@ -29,6 +30,14 @@ class HttpAdapter(StreamingAdapter):
     """Base of the engine adapters. Subclasses implement `_open`, `_read`, `_fetch_version`, `_probe_health` and
     `props` (and may refine `_status_error`), calling the engine through their generated
     client over `self.http`."""
+
+    # Where the engine lists the models it serves (OpenAI's /v1/models), for preflight; None: it lists none.
+    model_list_path: str | None = None
+
+    @classmethod
+    def replica_options(cls, replica: ReplicaConfig) -> dict[str, Any]:
+        """Constructor arguments of this engine's own replica settings (the factory passes them along)."""
+        return {}
 
     def __init__(
         self,

@@ -26,6 +26,7 @@ from llama_orch_gen.contracts.config import ReplicaConfig, RetryPolicy, Timeouts
 from llama_orch.adapters.http_transport import EngineTransport
 from llama_orch.errors import EngineError, ErrorCode
 from llama_orch.secrets import token_from_env
+from llama_orch_runtime.bodies import MalformedBody
 from llama_orch_runtime.streaming import StreamDecodeError, StreamTruncated
 
 __all__ = [
@@ -162,6 +163,10 @@ def error_for_exception(exc: BaseException) -> EngineError:
         return EngineError("WORKER_RESET", "the engine stream ended without its terminal chunk")
     if isinstance(exc, StreamDecodeError):
         return EngineError("WORKER_RESET", f"malformed engine stream item: {exc}")
+    if isinstance(exc, MalformedBody):
+        if exc.status_code >= 400:  # a refusal whose body is not the engine's own (e.g. a proxy's page)
+            return error_for_status(exc.status_code, exc.reason)
+        return EngineError("INTERNAL", f"the engine's answer does not match its spec: {exc}")
     if isinstance(exc, httpx.LocalProtocolError):  # we refused to send it: no engine is at fault, no retry helps
         return EngineError("INTERNAL", f"request not sent: {exc}", retriable=False)
     if isinstance(exc, httpx.TimeoutException):
@@ -179,7 +184,8 @@ async def with_retries(
     deadline: float,
     rng: random.Random | None = None,
 ) -> T:
-    """The only retry loop: run `attempt` until it succeeds, retrying retriable failures with jittered
+    """The only retry loop towards engines (the generated clients' users have theirs in
+    llama_orch_runtime.base_client): run `attempt` until it succeeds, retrying retriable failures with jittered
     exponential backoff (or the engine's `Retry-After`), never past `deadline` (loop time) or the attempt cap.
     Callers use it only before the first token, so a retry can never duplicate output."""
     rng = rng or random.Random()

@@ -4,9 +4,11 @@ template), chosen by `api` or negotiated (`auto`: probe `GET /v1/models`, fall b
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import Any, Literal
 
 import httpx
+from llama_orch_gen.contracts.config import ReplicaConfig
 from llama_orch_gen.contracts.task_request import TaskRequest
 from llama_orch_gen.engines.llamacpp import Client
 from llama_orch_gen.engines.llamacpp import wire as w
@@ -26,6 +28,7 @@ from llama_orch.adapters.http_policy import code_for_stream_error, error_for_sta
 from llama_orch.adapters.streaming import EngineStream, FinishReason, Tally
 from llama_orch.determinism import is_greedy, prompt_text
 from llama_orch.errors import EngineError, ErrorCode
+from llama_orch_runtime.bodies import MalformedBody
 
 __all__ = ["LlamaCppAdapter", "LlamaCppApi"]
 
@@ -42,9 +45,16 @@ _TYPE_CODES: dict[str, ErrorCode] = {
 }
 _STOP_TYPES: dict[str | None, FinishReason] = {"limit": "length", "eos": "stop", "word": "stop", "none": "stop"}
 
+logger = logging.getLogger("llama_orch.adapters")
+
 
 class LlamaCppAdapter(HttpAdapter):
     engine = "llamacpp"
+    model_list_path = "/v1/models"
+
+    @classmethod
+    def replica_options(cls, replica: ReplicaConfig) -> dict[str, Any]:
+        return {"api": replica.api or "auto", "id_slot": replica.id_slot}
 
     def __init__(
         self, pool_id: str, replica_id: str, *, api: LlamaCppApi = "auto", id_slot: int | None = None, **kw: Any
@@ -165,9 +175,16 @@ class LlamaCppAdapter(HttpAdapter):
     async def props(self) -> EngineProps:
         found = await self.call(self._props())
         free: int | None = None
-        answer = await self.call(slots.asyncio_detailed(client=self.client))
-        if isinstance(answer.parsed, list):  # /slots may be disabled (--no-slots → 501)
-            free = sum(not slot.is_processing for slot in answer.parsed)
+        try:
+            answer = await self.call(slots.asyncio_detailed(client=self.client))
+        except EngineError as error:
+            if not isinstance(error.__cause__, MalformedBody):
+                raise
+            # /slots is informational: an answer this reader cannot read leaves the free count unknown.
+            logger.warning("replica %s: unreadable /slots answer: %s", self.replica_id, error.message)
+        else:
+            if isinstance(answer.parsed, list):  # /slots may be disabled (--no-slots → 501)
+                free = sum(not slot.is_processing for slot in answer.parsed)
         settings = found.default_generation_settings
         n_ctx = settings.n_ctx if isinstance(settings, PropsResponseDefaultGenerationSettings) else None
         self._slots_total = found.total_slots if isinstance(found.total_slots, int) else None

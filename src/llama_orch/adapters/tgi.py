@@ -44,6 +44,7 @@ _TYPE_CODES: dict[str, ErrorCode] = {
 
 class TgiAdapter(HttpAdapter):
     engine = "tgi"
+    model_list_path = "/v1/models"
 
     def __init__(self, pool_id: str, replica_id: str, **kw: Any) -> None:
         super().__init__(pool_id, replica_id, **kw)

@@ -32,6 +32,7 @@ _GAUGE = re.compile(rb"^vllm:num_requests_(running|waiting)\{[^}]*\} ([0-9.eE+-]
 
 class VllmAdapter(HttpAdapter):
     engine = "vllm"
+    model_list_path = "/v1/models"
 
     def __init__(self, pool_id: str, replica_id: str, **kw: Any) -> None:
         super().__init__(pool_id, replica_id, **kw)

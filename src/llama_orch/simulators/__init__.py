@@ -4,20 +4,25 @@ tokens from (prompt, seed), a configurable token count and per-token delay, and 
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from typing import cast
 
+from llama_orch_gen.contracts import tables
 from starlette.types import ASGIApp
 
-from llama_orch.simulators import llamacpp, tgi, triton, vllm
 from llama_orch.simulators.core import Fault, FaultKind, SimulatorConfig, generate
 
 __all__ = ["ENGINES", "Fault", "FaultKind", "SimulatorConfig", "create_app", "generate"]
 
+
+def _app_factory(module: str) -> Callable[[SimulatorConfig], ASGIApp]:
+    return cast(Callable[[SimulatorConfig], ASGIApp], importlib.import_module(module).create_app)
+
+
+# One simulator module per registered engine (llama_orch_gen.contracts.tables.ENGINES).
 ENGINES: dict[str, Callable[[SimulatorConfig], ASGIApp]] = {
-    "llamacpp": llamacpp.create_app,
-    "vllm": vllm.create_app,
-    "tgi": tgi.create_app,
-    "triton": triton.create_app,
+    name: _app_factory(info.simulator) for name, info in tables.ENGINES.items()
 }
 
 

@@ -2,7 +2,6 @@
 """Contains some shared types for properties"""
 
 from collections.abc import Mapping, MutableMapping
-from http import HTTPStatus
 from typing import IO, BinaryIO, Generic, Literal, TypeVar
 
 from attrs import define
@@ -46,7 +45,7 @@ T = TypeVar("T")
 class Response(Generic[T]):
     """A response from an endpoint"""
 
-    status_code: HTTPStatus
+    status_code: int  # any status, also ones HTTPStatus does not know (520, 599)
     content: bytes
     headers: MutableMapping[str, str]
     parsed: T | None
