@@ -349,9 +349,20 @@ def _workers_lines(work: dict[str, Any]) -> list[str]:
         "",
         f"N = 2 vs N = 1: **{ratio['median']:.2f}x** (pairs {ratio['min']:.2f}-{ratio['max']:.2f}). The engine, the "
         "load generator and the workers share this machine's cores: a second worker only gains what the others "
-        "leave idle.",
+        "leave idle. Errors and lost (admitted, no terminal seen) are summed over the rounds; the bench's client "
+        "does not retry a refused request.",
+        *[f"First error with {n} worker(s): `{error}`" for n, error in _first_errors(work).items()],
         "",
     ]
+
+
+def _first_errors(work: dict[str, Any]) -> dict[str, str]:
+    """Each worker count's first error over its rounds, cut to one line."""
+    found = {}
+    for n, fig in work["workers"].items():
+        if error := next((r["first_error"] for r in fig["rounds"] if r["first_error"]), None):
+            found[n] = error.splitlines()[0][:240]
+    return found
 
 
 def _profile_lines(prof: dict[str, Any]) -> list[str]:
