@@ -4,6 +4,7 @@ the load watch. Behaviour only, never timings."""
 from __future__ import annotations
 
 import asyncio
+import json
 import marshal
 import os
 import subprocess
@@ -128,3 +129,20 @@ def test_load_watch_counts_the_bench_and_its_children() -> None:
     assert {"wall_s", "load_avg_1m", "busy_cores", "bench_cores", "other_cores"} <= figures.keys()
     assert figures["bench_cores"] >= 0 and figures["other_cores"] >= 0
     assert process_cpu_s(os.getpid()) > 0
+
+
+def test_the_committed_run_renders_every_section_target_and_chart(tmp_path: Path) -> None:
+    """The report of a full run (the committed one: its keys, never its figures) has every section, every target
+    of the issue and both charts."""
+    from llama_orch_devtools.bench import report
+
+    committed = Path(__file__).resolve().parents[2] / "bench" / "results" / "results.json"
+    results = json.loads(committed.read_text())
+    text = report.markdown(results)
+    for heading in ("Machine load", "Native route", "Same route for both relays", "Profile", "Scale-out cost"):
+        assert f"## {heading}" in text
+    names = " ".join(t["name"] for t in report.targets(results["sections"]))
+    for wanted in ("relay throughput", "added first-token latency p50", "p99", "512", "LiteLLM", "scale-out"):
+        assert wanted in names
+    written = {path.name for path in report.charts(results, tmp_path)}
+    assert {"relays.png", "concurrency.png"} <= written

@@ -101,12 +101,12 @@ QUICK = Sizes(
 class Runner:
     """Runs the chosen sections, starting each process once, on first need, and stopping all at the end."""
 
-    def __init__(self, sizes: Sizes, stack_: ExitStack) -> None:
+    def __init__(self, sizes: Sizes, stack_: ExitStack, results: dict[str, Any]) -> None:
         self.sizes = sizes
         self.stack = stack_
         self.services: dict[str, Service] = {}
         self._redis: str | None = None
-        self.results: dict[str, Any] = {}  # the sections run so far (the profile scales by the relay's figures)
+        self.results = results  # the sections run so far (the profile scales by the relay's figures)
 
     def _service(self, key: str, make: Callable[[], Service]) -> Service:
         if key not in self.services:
@@ -299,8 +299,7 @@ def main(argv: list[str] | None = None) -> int:
     chosen = [*(args.only or DEFAULT_SECTIONS), *(["profile"] if args.profile else [])]
     results["load"] = {}
     with ExitStack() as processes:
-        runner = Runner(sizes, processes)
-        runner.results = results["sections"]
+        runner = Runner(sizes, processes, results["sections"])
         for section in [s for s in SECTIONS if s in chosen]:
             say(f"== {section}")
             watch = LoadWatch()
