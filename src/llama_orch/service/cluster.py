@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -61,6 +62,8 @@ class Cluster:
         self.instance = orch.instance_id
         self.hold_ms = int(orch.hold_s * 1000)
         self.heartbeat_s = (orch.config.sse_heartbeat_ms or 15_000) / 1000.0
+        pools = json.dumps([p.model_dump(mode="json") for p in orch.config.pools], sort_keys=True)
+        self.pools_digest = hashlib.sha256(pools.encode()).hexdigest()[:16]
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {pool_id: asyncio.Lock() for pool_id in orch.pools}
@@ -75,10 +78,21 @@ class Cluster:
 
     async def start(self) -> None:
         with suppress(ApiError):  # Redis down at startup: submits answer 503 until it is back
-            await self.state.renew_lease(self.instance)
+            await self.state.renew_lease(self.instance, self.pools_digest)
+            await self._compare_pools()
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._listen()), loop.create_task(self._keeper())]
         logger.info("scale-out instance %s", self.instance, extra={"instance": self.instance})
+
+    async def _compare_pools(self) -> None:
+        peers = sorted(i for i, d in (await self.state.pool_digests()).items() if d != self.pools_digest)
+        if peers:
+            logger.warning(
+                "this instance's pool config differs from that of instance(s) %s on the same Redis: each admits and "
+                "dispatches by its own limits, so together they do not act as one orchestrator; start every "
+                "instance with the same pools",
+                ", ".join(peers),
+            )
 
     async def stop(self) -> None:
         for task in [*self._loops, *self._jobs]:
@@ -403,7 +417,7 @@ class Cluster:
             await asyncio.sleep(period)
             try:
                 if loop.time() - renewed >= _LEASE_EVERY_S:
-                    await self.state.renew_lease(self.instance)
+                    await self.state.renew_lease(self.instance, self.pools_digest)
                     renewed = loop.time()
                     await self._end_orphans()
                 await self._cancel_unread(loop.time())

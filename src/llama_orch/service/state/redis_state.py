@@ -109,6 +109,10 @@ def _lease(instance: str) -> str:
     return f"{PREFIX}i:{instance}"
 
 
+def _pools(instance: str) -> str:
+    return f"{PREFIX}i:{instance}:pools"
+
+
 _RUNNING = PREFIX + "running"
 _PRIORITIES = ("interactive", "batch")
 
@@ -304,11 +308,21 @@ class RedisState:
 
     # -- instances ---------------------------------------------------------------------------------------------
 
-    async def renew_lease(self, instance: str) -> None:
-        await self.call(self.client.set(_lease(instance), "1", px=LEASE_MS))
+    async def renew_lease(self, instance: str, pools_digest: str) -> None:
+        """The instance is alive, with the pool config of this digest, for `LEASE_MS` from now."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(_lease(instance), "1", px=LEASE_MS)
+            pipe.set(_pools(instance), pools_digest, px=LEASE_MS)
+            await self.call(pipe.execute())
 
     async def drop_lease(self, instance: str) -> None:
-        await self.call(self.client.delete(_lease(instance)))
+        await self.call(self.client.delete(_lease(instance), _pools(instance)))
+
+    async def pool_digests(self) -> dict[str, str]:
+        """The pool-config digest of every live instance."""
+        keys = [key async for key in self.client.scan_iter(match=_pools("*"), count=1000)]
+        digests = await self.call(self.client.mget(keys)) if keys else []
+        return {key.rsplit(":", 1)[1]: d for key, d in zip(keys, digests, strict=True) if d is not None}
 
     async def orphans(self, me: str) -> list[tuple[str, str]]:
         """(task, dead owner) for every running task whose owner's lease expired."""
