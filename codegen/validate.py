@@ -15,6 +15,7 @@ from referencing.jsonschema import DRAFT202012
 
 from . import layout
 from .bundle import load, resolve_pointer, stream_ref
+from .resources import status_errors
 
 STREAM_KEYS = {
     "framing",
@@ -62,6 +63,11 @@ def _validate_schema_file(path: Path, registry: Registry) -> list[str]:
     codes = doc.get("$defs", {}).get("ErrorCode")
     if codes and set(codes["enum"]) != set(codes.get("x-error-codes", {})):
         problems.append(f"{name}: ErrorCode enum and x-error-codes must list the same codes")
+    if codes and "x-status-errors" in codes:
+        try:
+            status_errors(doc)
+        except (KeyError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
     return problems
 
 

@@ -100,3 +100,25 @@ def test_changed_tool_version_is_one_line_naming_both_versions(repo: Path) -> No
 def test_floating_runtime_libraries_are_not_in_the_stamp() -> None:
     stamp = json.loads((ROOT / "generated" / "llama_orch_gen" / "_stamp.json").read_text())
     assert "pydantic" not in stamp["tools"] and "httpx" not in stamp["tools"]
+
+
+def test_an_engine_spec_without_its_registry_entry_fails_check_naming_both(repo: Path) -> None:
+    path = repo / "specs" / "schemas" / "task-request.json"
+    schema = json.loads(path.read_text())
+    del schema["properties"]["engine"]["x-engines"]["triton"]
+    path.write_text(json.dumps(schema))
+    result = _codegen(repo, "check")
+    assert result.returncode == 1
+    assert "specs/engines/triton.openapi.yaml: no x-engines entry" in result.stderr
+    assert "enum must be the x-engines names, then mock" in result.stderr
+
+
+def test_a_status_of_the_taxonomy_without_an_error_class_fails_check_and_regen(repo: Path) -> None:
+    path = repo / "specs" / "schemas" / "error-envelope.json"
+    schema = json.loads(path.read_text())
+    del schema["$defs"]["ErrorCode"]["x-status-errors"]["409"]
+    path.write_text(json.dumps(schema))
+    for command in ("check", "regen"):
+        result = _codegen(repo, command)
+        assert result.returncode == 1 and "x-status-errors needs a 5XX class and one for [409]" in result.stderr
+        assert "Traceback" not in result.stderr

@@ -3,12 +3,13 @@ retry loop, response parsing and raw responses.
 
 A generated client (e.g. `llama_orch_gen.orchestrator.Client`) subclasses `SyncAPIClient` / `AsyncAPIClient` and
 hands over its generated error taxonomy (`ErrorTaxonomy`); its resources only call `request`, `request_raw` and
-`open_stream` (llama_orch_runtime.event_streams). Nothing here knows an operation.
+build streams (llama_orch_runtime.event_streams). Nothing here knows an operation.
 
-Retries: connection errors and answers whose error says `retriable` (the taxonomy decides: the envelope's
-`retriable`, else 408/429/502/503/504) are retried up to `max_retries` times, waiting what the server asked for
-(`Retry-After` / `X-Backoff-Ms`, capped at `MAX_RETRY_AFTER_S`) or an exponential backoff with jitter. The very same
-request is sent again, so a POST is only retried where the API makes it idempotent (the orchestrator's task_id).
+Retries, up to `max_retries` times: answers whose error says `retriable` (the taxonomy decides: the envelope's
+`retriable`, else 408/429/502/503/504), and failed connections, where sending the very same request again is
+harmless (it never reached the server, its method is idempotent, or it carries an `Idempotency-Key` such as the
+orchestrator's task id). The wait is what the server asked for (`Retry-After` / `X-Backoff-Ms`, capped at
+`MAX_RETRY_AFTER_S`), else an exponential backoff with jitter.
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ MAX_RETRY_DELAY_S = 8.0
 MAX_RETRY_AFTER_S = 60.0  # a longer wait asked for by the server is cut to this
 
 TimeoutTypes = float | httpx.Timeout | None
+
+# A request may be sent again after its connection failed if it never reached the server, or if the server treats
+# a repeat as the same request: an idempotent method, or an `Idempotency-Key` (e.g. a task id).
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+IDEMPOTENT_METHODS = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE"})
 
 
 class NotGiven:
@@ -157,6 +163,14 @@ class _BaseClient(Generic[H]):
             return self.timeout
         return timeout if isinstance(timeout, httpx.Timeout) else httpx.Timeout(timeout)
 
+    def _lost(self, request: httpx.Request, cause: httpx.TransportError) -> Exception:
+        """The error of a failed connection; raised at once when sending the request again could repeat it."""
+        error = self._errors.connection_error(request, cause)
+        resendable = isinstance(cause, NOT_SENT) or request.method in IDEMPOTENT_METHODS
+        if not (resendable or "idempotency-key" in request.headers):
+            raise error
+        return error
+
     def _retry_wait(self, attempt: int, error: Exception) -> float:
         """Seconds to wait before sending again; raises `error` when it is final (not retriable, or no retry left)."""
         if attempt >= self.max_retries or not (isinstance(error, RetryAdvice) and error.retriable):
@@ -191,7 +205,7 @@ class SyncAPIClient(_BaseClient[httpx.Client]):
             try:
                 response = self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                error = self._errors.connection_error(request, exc)
+                error = self._lost(request, exc)
             else:
                 if response.is_success:
                     return response
@@ -229,7 +243,7 @@ class AsyncAPIClient(_BaseClient[httpx.AsyncClient]):
             try:
                 response = await self._http.send(request, stream=stream)
             except httpx.TransportError as exc:
-                error = self._errors.connection_error(request, exc)
+                error = self._lost(request, exc)
             else:
                 if response.is_success:
                     return response

@@ -357,3 +357,18 @@ async def test_async_stream_resumes_after_its_last_event_too() -> None:
         async with client.tasks.stream("t-1") as events:
             assert [e.event async for e in events] == ["started", "token", "token", "end"]
     assert len(seen) == 2
+
+
+def test_a_request_cut_after_it_was_sent_is_resent_only_where_a_repeat_is_harmless() -> None:
+    cut = Script(httpx.ReadError("reset after the request went out"))
+    with pytest.raises(APIConnectionError), cut.client().infer({"prompt": "hi"}):
+        pass
+    assert len(cut.requests) == 1  # /infer has no idempotency key: the engine may be generating already
+    refused = Script(httpx.ConnectError("refused"))
+    with pytest.raises(APIConnectionError), refused.client().infer({"prompt": "hi"}):
+        pass
+    assert len(refused.requests) == 3  # never reached the server
+    submit = Script(httpx.ReadError("reset"), httpx.Response(202, json=ADMISSION))
+    submit.client().tasks.create({"prompt": "hi"})
+    keys = [r.headers["idempotency-key"] for r in submit.requests]
+    assert len(keys) == 2 and keys[0] == keys[1] == json.loads(submit.requests[0].content)["task_id"]

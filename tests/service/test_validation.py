@@ -99,8 +99,9 @@ def test_pin_to_unknown_pool_is_refused(http: httpx.Client) -> None:
 
 
 def test_duplicate_task_id_is_refused(http: httpx.Client) -> None:
+    """Another request under a used task id (an identical repeat is a retry: test_idempotent_submit.py)."""
     submit(http, {"prompt": "x", "task_id": "dup-1"})
-    refusal = check_envelope(http.post("/v1/tasks", json={"prompt": "x", "task_id": "dup-1"}), 400, "INVALID_PARAMS")
+    refusal = check_envelope(http.post("/v1/tasks", json={"prompt": "y", "task_id": "dup-1"}), 400, "INVALID_PARAMS")
     assert refusal["field"] == "task_id"
 
 

@@ -71,7 +71,8 @@ def _json(value: BaseModel | Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _with_key(body: dict[str, Any], key: str) -> dict[str, Any]:
-    """Name the resource before the first attempt, so that a retried request is recognised as the same one."""
+    """Name the resource before the first attempt, so that a retried request is recognised as the same one (it is
+    also sent as `Idempotency-Key`, which lets the retry loop resend it after a connection lost mid-request)."""
     if body.get(key) is None:
         body[key] = str(uuid.uuid4())
     return body
@@ -88,11 +89,15 @@ class Tasks:
     ) -> AdmissionResponse:
         """Admit a task into its pool's queue."""
         path = "/v1/tasks"
+        body = _with_key(_json(request), "task_id")
         return self._client.request(
             self._client.model_parser(AdmissionResponse),
             "POST",
             path,
-            json=_with_key(_json(request), "task_id"),
+            json=body,
+            headers={
+                "Idempotency-Key": str(body["task_id"]),
+            },
             timeout=timeout,
         )
 
@@ -224,9 +229,10 @@ class Client:
     ) -> EventStream[AnyInferLine]:
         """The NDJSON daemon surface, kept for older clients. A context manager: iterate it inside `with`."""
         path = "/infer"
+        body = _json(request)
 
         def open_request(resume_after: str | None) -> httpx.Request:
-            return self._client.build_request("POST", path, json=_json(request), timeout=timeout)
+            return self._client.build_request("POST", path, json=body, timeout=timeout)
 
         return EventStream(self._client, open_request, _INFER_STREAM, resumable=False, raise_on_error=raise_on_error)
 
@@ -247,11 +253,15 @@ class AsyncTasks:
     ) -> AdmissionResponse:
         """Admit a task into its pool's queue."""
         path = "/v1/tasks"
+        body = _with_key(_json(request), "task_id")
         return await self._client.request(
             self._client.model_parser(AdmissionResponse),
             "POST",
             path,
-            json=_with_key(_json(request), "task_id"),
+            json=body,
+            headers={
+                "Idempotency-Key": str(body["task_id"]),
+            },
             timeout=timeout,
         )
 
@@ -383,9 +393,10 @@ class AsyncClient:
     ) -> AsyncEventStream[AnyInferLine]:
         """The NDJSON daemon surface, kept for older clients. A context manager: iterate it inside `async with`."""
         path = "/infer"
+        body = _json(request)
 
         def open_request(resume_after: str | None) -> httpx.Request:
-            return self._client.build_request("POST", path, json=_json(request), timeout=timeout)
+            return self._client.build_request("POST", path, json=body, timeout=timeout)
 
         return AsyncEventStream(
             self._client, open_request, _INFER_STREAM, resumable=False, raise_on_error=raise_on_error
@@ -408,11 +419,15 @@ class TasksWithRawResponse:
     ) -> RawResponse[AdmissionResponse]:
         """Admit a task into its pool's queue."""
         path = "/v1/tasks"
+        body = _with_key(_json(request), "task_id")
         return self._client.request_raw(
             self._client.model_parser(AdmissionResponse),
             "POST",
             path,
-            json=_with_key(_json(request), "task_id"),
+            json=body,
+            headers={
+                "Idempotency-Key": str(body["task_id"]),
+            },
             timeout=timeout,
         )
 
@@ -482,11 +497,15 @@ class AsyncTasksWithRawResponse:
     ) -> RawResponse[AdmissionResponse]:
         """Admit a task into its pool's queue."""
         path = "/v1/tasks"
+        body = _with_key(_json(request), "task_id")
         return await self._client.request_raw(
             self._client.model_parser(AdmissionResponse),
             "POST",
             path,
-            json=_with_key(_json(request), "task_id"),
+            json=body,
+            headers={
+                "Idempotency-Key": str(body["task_id"]),
+            },
             timeout=timeout,
         )
 
