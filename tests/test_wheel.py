@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from llama_orch import cli
+from llama_orch.errors import ConfigError
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -63,3 +66,12 @@ def test_installed_from_the_wheel_the_dev_tooling_is_absent(wheel: Path, tmp_pat
     )
     shown = subprocess.run([str(python), "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert shown.stdout.split() == ["None", "None", "True"]
+
+
+@pytest.mark.parametrize("module", ["llamacpp_build", "vllm_env"])
+def test_spawning_an_engine_without_the_tooling_is_a_config_error_saying_why(
+    module: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, f"llama_orch_devtools.{module}", None)  # as from the wheel: not importable
+    with pytest.raises(ConfigError, match="engine tooling of a llama-orch source checkout"):
+        cli._engine_tooling(module, "--spawn-x")

@@ -229,13 +229,12 @@ def _spawn_llama(args: argparse.Namespace) -> Any:
 def _spawn_vllm(args: argparse.Namespace) -> Any:
     from .spawn import SupervisedEngine
 
-    vllm_env = _engine_tooling("vllm_env", "--spawn-vllm")
-
     if args.engine or args.engine_url or args.config:
         raise ConfigError("--spawn-vllm makes the pool itself: drop --engine, --engine-url and --config")
     model = Path(args.model) if args.model else None
     if model is None or not (model / "config.json").is_file():
         raise ConfigError("--spawn-vllm needs --model DIR (a Hugging Face model directory with config.json)")
+    vllm_env = _engine_tooling("vllm_env", "--spawn-vllm")
     python = vllm_env.ensure_vllm()
 
     def command(port: int) -> list[str]:

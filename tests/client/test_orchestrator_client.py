@@ -372,3 +372,12 @@ def test_a_request_cut_after_it_was_sent_is_resent_only_where_a_repeat_is_harmle
     submit.client().tasks.create({"prompt": "hi"})
     keys = [r.headers["idempotency-key"] for r in submit.requests]
     assert len(keys) == 2 and keys[0] == keys[1] == json.loads(submit.requests[0].content)["task_id"]
+
+
+def test_the_package_exports_what_its_all_lists_and_every_error_class() -> None:
+    import llama_orch_gen.orchestrator as package
+
+    assert all(hasattr(package, name) for name in package.__all__)
+    classes = {name for name, value in vars(errors).items() if isinstance(value, type) and issubclass(value, Exception)}
+    assert classes <= set(package.__all__)
+    assert set(errors.STATUS_ERRORS.values()) <= {getattr(errors, name) for name in classes}

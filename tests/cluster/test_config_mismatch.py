@@ -21,7 +21,7 @@ def test_an_instance_with_other_pools_than_its_peers_says_so(
     other = instance("C", differs, redis_server.url)
     try:
         assert "pool config differs" not in same[1].log.read_text()
-        assert wait_for(lambda: "pool config differs" in other.log.read_text(), 5.0), other.log_tail()
+        assert wait_for(lambda: "pool config differs" in other.log.read_text(), 15.0), other.log_tail()
     finally:
         for process in (*same, other):
             process.stop()

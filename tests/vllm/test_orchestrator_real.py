@@ -219,7 +219,7 @@ def test_the_pool_reads_the_load_vllm_reports(vllm_server: VllmServer) -> None:
 
 
 def _replica_health(client: Any) -> dict[str, Any]:
-    answer = client.get_httpx_client().get("/v1/pools/p/health")
+    answer = client.with_raw_response.pools.health("p")  # the wire body: which members the server sent
     assert answer.status_code == 200
-    replica: dict[str, Any] = answer.json()["replicas"][0]
+    replica: dict[str, Any] = answer.http_response.json()["replicas"][0]
     return replica

@@ -64,6 +64,7 @@ class Cluster:
         self.heartbeat_s = (orch.config.sse_heartbeat_ms or 15_000) / 1000.0
         pools = json.dumps([p.model_dump(mode="json") for p in orch.config.pools], sort_keys=True)
         self.pools_digest = hashlib.sha256(pools.encode()).hexdigest()[:16]
+        self._pools_compared = False
         self._loops: list[asyncio.Task[None]] = []
         self._jobs: set[asyncio.Task[None]] = set()
         self._claiming: dict[str, asyncio.Lock] = {pool_id: asyncio.Lock() for pool_id in orch.pools}
@@ -79,13 +80,14 @@ class Cluster:
     async def start(self) -> None:
         with suppress(ApiError):  # Redis down at startup: submits answer 503 until it is back
             await self.state.renew_lease(self.instance, self.pools_digest)
-            await self._compare_pools()
+            await self._compare_pools()  # else on the first renewal that reaches Redis
         loop = asyncio.get_running_loop()
         self._loops = [loop.create_task(self._listen()), loop.create_task(self._keeper())]
         logger.info("scale-out instance %s", self.instance, extra={"instance": self.instance})
 
     async def _compare_pools(self) -> None:
         peers = sorted(i for i, d in (await self.state.pool_digests()).items() if d != self.pools_digest)
+        self._pools_compared = True
         if peers:
             logger.warning(
                 "this instance's pool config differs from that of instance(s) %s on the same Redis: each admits and "
@@ -419,6 +421,8 @@ class Cluster:
                 if loop.time() - renewed >= _LEASE_EVERY_S:
                     await self.state.renew_lease(self.instance, self.pools_digest)
                     renewed = loop.time()
+                    if not self._pools_compared:
+                        await self._compare_pools()
                     await self._end_orphans()
                 await self._cancel_unread(loop.time())
             except ApiError as error:

@@ -109,11 +109,8 @@ def _lease(instance: str) -> str:
     return f"{PREFIX}i:{instance}"
 
 
-def _pools(instance: str) -> str:
-    return f"{PREFIX}i:{instance}:pools"
-
-
 _RUNNING = PREFIX + "running"
+_POOLS = PREFIX + "pools"  # instance -> digest of its pool config
 _PRIORITIES = ("interactive", "batch")
 
 
@@ -312,17 +309,26 @@ class RedisState:
         """The instance is alive, with the pool config of this digest, for `LEASE_MS` from now."""
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.set(_lease(instance), "1", px=LEASE_MS)
-            pipe.set(_pools(instance), pools_digest, px=LEASE_MS)
+            pipe.hset(_POOLS, instance, pools_digest)
             await self.call(pipe.execute())
 
     async def drop_lease(self, instance: str) -> None:
-        await self.call(self.client.delete(_lease(instance), _pools(instance)))
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.delete(_lease(instance))
+            pipe.hdel(_POOLS, instance)
+            await self.call(pipe.execute())
 
     async def pool_digests(self) -> dict[str, str]:
-        """The pool-config digest of every live instance."""
-        keys = [key async for key in self.client.scan_iter(match=_pools("*"), count=1000)]
-        digests = await self.call(self.client.mget(keys)) if keys else []
-        return {key.rsplit(":", 1)[1]: d for key, d in zip(keys, digests, strict=True) if d is not None}
+        """The pool-config digest of every live instance (those of dead ones are dropped)."""
+        digests: dict[str, str] = await self.call(self.client.hgetall(_POOLS))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for instance in digests:
+                pipe.exists(_lease(instance))
+            alive = await self.call(pipe.execute())
+        dead = [instance for instance, present in zip(digests, alive, strict=True) if not present]
+        if dead:
+            await self.call(self.client.hdel(_POOLS, *dead))
+        return {instance: digest for instance, digest in digests.items() if instance not in dead}
 
     async def orphans(self, me: str) -> list[tuple[str, str]]:
         """(task, dead owner) for every running task whose owner's lease expired."""
