@@ -86,7 +86,7 @@ class Bundler:
 
     def _python_names(self, stream: Json) -> dict[str, str]:
         names = {}
-        for role in ("item", "error"):
+        for role in ("item", "error", "relay-item"):
             if role in stream:
                 names[role] = self._python_class(stream[role])
         return names

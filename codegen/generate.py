@@ -69,7 +69,7 @@ def _stream_refs(doc: dict[str, Any]) -> list[str]:
             for response in op.get("responses", {}).values() if isinstance(op, dict) else ():
                 for media in response.get("content", {}).values():
                     stream = media.get("x-stream", {})
-                    refs += [stream[k] for k in ("item", "error") if k in stream]
+                    refs += [stream[k] for k in ("item", "error", "relay-item") if k in stream]
     return refs
 
 

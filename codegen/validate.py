@@ -28,6 +28,7 @@ STREAM_KEYS = {
     "data-prefix",
     "comments",
     "eof-is-end",
+    "relay-item",
 }
 
 
@@ -85,7 +86,7 @@ def _stream_problems(path: Path, doc: Mapping[str, Any]) -> list[str]:
                     problems += [f"{where}: unknown key {k!r}" for k in sorted(set(stream) - STREAM_KEYS)]
                     if stream.get("framing") not in ("sse", "ndjson"):
                         problems.append(f"{where}: framing must be sse or ndjson")
-                    for key in ("item", "error"):
+                    for key in ("item", "error", "relay-item"):
                         ref = stream.get(key)
                         if key == "item" and ref is None:
                             problems.append(f"{where}: item is required")

@@ -134,18 +134,43 @@ class SSEDecoder:
         if self._skip_lf and chunk[:1] == b"\n":
             chunk = chunk[1:]
         self._skip_lf = chunk[-1:] == b"\r"
-        lines = (self._buffer + chunk).splitlines(keepends=True)
-        self._buffer = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
+        data = self._buffer + chunk
         events: list[tuple[str, str]] = []
+        if b"\r" in data or self._data or self._event:
+            self._lines(data, events)
+        else:
+            self._blocks(data, events)
+        return events
+
+    def _blocks(self, data: bytes, events: list[tuple[str, str]]) -> None:
+        """The fast path for `\n` line ends (what engines send): whole events at a time, split at blank lines, and
+        an event that is one `data:` line taken without parsing it line by line. What stays buffered is the
+        unfinished event, from its start."""
+        blocks = data.split(b"\n\n")
+        self._buffer = blocks.pop()
+        for block in blocks:
+            if block[:5] == b"data:" and b"\n" not in block:
+                value = block[6:] if block[5:6] == b" " else block[5:]
+                events.append(("message", value.decode("utf-8", errors="replace")))
+                self.last_event_id = self._id  # the id persists across events that set none
+            elif block:  # other fields, comments, multi-line data, a leading blank line: the general parser
+                for line in block.split(b"\n"):
+                    self._line(line.decode("utf-8", errors="replace"), events)
+                self._line("", events)
+
+    def _lines(self, data: bytes, events: list[tuple[str, str]]) -> None:
+        """The general path, line by line (CR or CRLF line ends, or an event already begun line by line); what
+        stays buffered is an unfinished line."""
+        lines = data.splitlines(keepends=True)
+        self._buffer = lines.pop() if lines and not lines[-1].endswith((b"\n", b"\r")) else b""
         for raw in lines:
             self._line(raw.rstrip(b"\r\n").decode("utf-8", errors="replace"), events)
-        return events
 
     def close(self) -> list[tuple[str, str]]:
         """Flush at EOF: a last event without its blank line is still delivered."""
         events: list[tuple[str, str]] = []
         if self._buffer:
-            self._line(self._buffer.decode("utf-8", errors="replace"), events)
+            self._lines(self._buffer + b"\n", events)
             self._buffer = b""
         self._line("", events)
         return events

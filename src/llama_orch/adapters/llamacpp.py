@@ -73,10 +73,11 @@ class LlamaCppAdapter(HttpAdapter):
         # `n_predict` on both surfaces: the generated body always carries it (-1 by default) and llama.cpp lets
         # it win over the OpenAI `max_tokens`.
         limit = task.max_tokens or -1
+        # `arelay` on both routes: each chunk validated as what `_read` reads of it (`*Read`), the rest skipped.
         if await self._api() == "openai":
             body = TextCompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
-            return await v1_completions.astream(client=self.client, body=body)
-        return await completion.astream(
+            return await v1_completions.arelay(client=self.client, body=body)
+        return await completion.arelay(
             client=self.client, body=CompletionRequest(prompt=prompt_text(task), n_predict=limit, **sampling)
         )
 
@@ -123,7 +124,7 @@ class LlamaCppAdapter(HttpAdapter):
         return self._negotiated
 
     def _read(self, item: Any, tally: Tally) -> str:
-        if type(item) is w.CompletionChunk:
+        if type(item) is w.CompletionChunkRead:
             if item.stop:
                 tally.finish_reason = _STOP_TYPES.get(item.stop_type, "stop")
                 tally.tokens_in = item.tokens_evaluated
@@ -131,7 +132,7 @@ class LlamaCppAdapter(HttpAdapter):
                 if item.timings is not None:
                     tally.decode_ms = item.timings.predicted_ms
             return item.content
-        if type(item) is w.TextCompletionChunk:
+        if type(item) is w.TextCompletionChunkRead:
             if item.usage is not None:
                 tally.tokens_in = item.usage.prompt_tokens
                 tally.tokens_out = item.usage.completion_tokens

@@ -4,6 +4,11 @@ Every side of every comparison is read through this one client, so the client's 
 sides, and it is small enough (no pools, no header objects) that the servers, not the client, are measured.
 It speaks only what the servers under test answer: `\\n`-framed SSE or JSON lines over chunked or
 length-delimited bodies.
+
+While a stream is on the clock the reader only records each body chunk with its arrival time: the same work for
+every side, whatever its payloads look like (an engine's fat JSON chunks or the relay's lean frames). The frames
+are decoded after the last byte, off the clock, and each token is stamped with the arrival of the chunk that
+completed its frame, so parsing never tips a ratio.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ class StreamResult:
     error: str | None = None
     accepted: bool = False  # the orchestrator admitted the task (202)
     finished: float = 0.0  # the response body ended
+    server_cpu_s: float | None = None  # CPU the relaying process spent on this stream (streams run one at a time)
 
     @property
     def tokens_per_s(self) -> float:
@@ -130,31 +136,41 @@ class Connection:
     async def stream(
         self, method: str, path: str, body: Any, read_frame: FrameReader, result: StreamResult, *, ndjson: bool = False
     ) -> StreamResult:
-        """Read an SSE (or, with `ndjson`, a JSON-lines) response into `result`, timestamping every token frame as
-        it is decoded."""
+        """Read an SSE (or, with `ndjson`, a JSON-lines) response into `result`: chunks recorded on the clock,
+        frames decoded after it stops (see the module's docstring)."""
         accept = "application/x-ndjson" if ndjson else "text/event-stream"
         status, chunks = await self.request(method, path, body, {"Accept": accept})
         if status != 200:
             raw = b"".join([chunk async for chunk in chunks])
             result.error = f"{method} {path}: HTTP {status}: {raw[:200]!r}"
             return result
-        buffer = b""
+        arrivals: list[tuple[float, bytes]] = []
         async for chunk in chunks:
-            frames = (buffer + chunk).split(b"\n" if ndjson else b"\n\n")
-            buffer = frames.pop()
-            now = time.perf_counter()
-            for frame in frames:
-                event, data = ("message", frame.decode()) if ndjson else _sse_fields(frame)
-                if not data:
-                    continue
-                token, terminal = read_frame(event, data)
-                if token:
-                    result.token_times.append(now)
-                    result.text.append(token)
-                if terminal:
-                    result.terminals.append(terminal)
+            arrivals.append((time.perf_counter(), chunk))
         result.finished = time.perf_counter()
+        decode_arrivals(arrivals, read_frame, result, ndjson=ndjson)
         return result
+
+
+def decode_arrivals(
+    arrivals: list[tuple[float, bytes]], read_frame: FrameReader, result: StreamResult, *, ndjson: bool = False
+) -> None:
+    """Frames of the recorded chunks into `result`: token texts stamped with the arrival of the chunk that
+    completed their frame, and every terminal seen."""
+    buffer = b""
+    for arrived, chunk in arrivals:
+        frames = (buffer + chunk).split(b"\n" if ndjson else b"\n\n")
+        buffer = frames.pop()
+        for frame in frames:
+            event, data = ("message", frame.decode()) if ndjson else _sse_fields(frame)
+            if not data:
+                continue
+            token, terminal = read_frame(event, data)
+            if token:
+                result.token_times.append(arrived)
+                result.text.append(token)
+            if terminal:
+                result.terminals.append(terminal)
 
 
 def _sse_fields(frame: bytes) -> tuple[str, str]:

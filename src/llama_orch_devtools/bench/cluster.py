@@ -16,20 +16,24 @@ SIDES = {"redis": "one instance on Redis", "redis_across": "two instances on Red
 
 
 async def run(
-    memory_port: int, redis_ports: tuple[int, int], *, tokens: int, rounds: int, latency_samples: int
+    memory: tuple[int, int],
+    redis: tuple[tuple[int, int], tuple[int, int]],
+    *,
+    tokens: int,
+    rounds: int,
+    latency_samples: int,
 ) -> dict[str, Any]:
-    a, b = redis_ports
+    """`memory` and each of the two Redis instances `redis` are (port, pid). Across instances the relaying is
+    shared by two processes, so no one process's CPU per token is reported for it."""
+    (a, a_pid), (b, _) = redis
     submit = Connection(HOST, a)
-    sides = {
-        "memory": Side(memory_port, flows.orchestrator),
-        "redis": Side(a, flows.orchestrator),
-        "redis_across": Side(b, flows.across(submit)),
-    }
     try:
         return await compare(
-            sides,
-            ("memory", "end"),
-            dict.fromkeys(SIDES, "end"),
+            ("memory", Side(memory[0], flows.orchestrator, memory[1]), "end"),
+            {
+                "redis": (Side(a, flows.orchestrator, a_pid), "end"),
+                "redis_across": (Side(b, flows.across(submit)), "end"),
+            },
             tokens=tokens,
             rounds=rounds,
             latency_samples=latency_samples,

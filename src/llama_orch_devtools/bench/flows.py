@@ -1,8 +1,8 @@
 """One stream, read the way each side is meant to be used, timed from the first request byte.
 
 A `Flow` reads `n` tokens with a seed on a persistent connection: directly from the engine (native or OpenAI
-surface), through the orchestrator (POST /v1/tasks, then GET its stream; or one POST /infer), or through LiteLLM's
-proxy.
+surface; through the byte proxy it is the same flow on the proxy's port), through the orchestrator (POST /v1/tasks,
+then GET its stream; or one POST /infer), or through LiteLLM's proxy.
 """
 
 from __future__ import annotations
@@ -33,17 +33,20 @@ async def engine_native(conn: Connection, n: int, seed: int) -> StreamResult:
 
 
 async def engine_openai(conn: Connection, n: int, seed: int) -> StreamResult:
-    """The engine's own `/v1/chat/completions`: what LiteLLM relays, read directly."""
-    return await conn.stream("POST", "/v1/chat/completions", chat(n, seed), openai_stream, _now())
+    """The engine's own OpenAI-compatible `/v1/completions`: the route both relays take on the OpenAI side (the
+    orchestrator's llama.cpp adapter with `api: openai`, LiteLLM's `text-completion-openai` provider), read directly.
+    Through the byte proxy too, as the same request."""
+    return await conn.stream("POST", "/v1/completions", completion(n, seed), openai_stream, _now())
 
 
 async def litellm(conn: Connection, n: int, seed: int) -> StreamResult:
-    return await conn.stream("POST", "/v1/chat/completions", chat(n, seed), openai_stream, _now())
+    """LiteLLM's proxy `/v1/completions`, routed to the engine's `/v1/completions`."""
+    return await conn.stream("POST", "/v1/completions", completion(n, seed), openai_stream, _now())
 
 
-def chat(n: int, seed: int) -> dict[str, object]:
-    message = {"role": "user", "content": PROMPT}
-    return {"model": "bench", "messages": [message], "max_tokens": n, "seed": seed, "stream": True}
+def completion(n: int, seed: int) -> dict[str, object]:
+    # Only what every OpenAI-compatible relay forwards as it is: the simulator's tokens follow (prompt, seed, limit).
+    return {"model": "bench", "prompt": PROMPT, "max_tokens": n, "seed": seed, "stream": True}
 
 
 async def orchestrator_infer(conn: Connection, n: int, seed: int) -> StreamResult:

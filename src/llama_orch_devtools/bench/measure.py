@@ -13,16 +13,19 @@ from typing import Any
 from llama_orch_devtools.bench.client import Connection, StreamResult
 from llama_orch_devtools.bench.flows import Flow, guarded
 from llama_orch_devtools.bench.harness import peak_rss_mib, percentile
+from llama_orch_devtools.bench.machine_load import process_cpu_s
 
 HOST = "127.0.0.1"
 
 
 @dataclass(frozen=True)
 class Side:
-    """One side of a comparison: where to connect and how to read a stream there."""
+    """One side of a comparison: where to connect, how to read a stream there, and (for a relay) the process
+    whose CPU time per stream is recorded."""
 
     port: int
     flow: Flow
+    pid: int | None = None
 
 
 async def side_by_side(sides: dict[str, Side], n: int, rounds: int, seed: int = 1) -> dict[str, list[StreamResult]]:
@@ -34,7 +37,12 @@ async def side_by_side(sides: dict[str, Side], n: int, rounds: int, seed: int = 
         for r in range(rounds):
             order = list(sides) if r % 2 == 0 else list(reversed(sides))
             for name in order:
-                results[name].append(await guarded(sides[name].flow, conns[name], n, seed + r))
+                side = sides[name]
+                cpu = process_cpu_s(side.pid) if side.pid else 0.0
+                result = await guarded(side.flow, conns[name], n, seed + r)
+                if side.pid:
+                    result.server_cpu_s = process_cpu_s(side.pid) - cpu
+                results[name].append(result)
     finally:
         for conn in conns.values():
             await conn.close()
@@ -69,10 +77,34 @@ def complete(result: StreamResult, n: int, terminal: str) -> bool:
 
 def single_stream(results: Sequence[StreamResult]) -> dict[str, Any]:
     rates = [r.tokens_per_s for r in results if r.error is None]
-    return {
+    figures: dict[str, Any] = {
         "tokens_per_s": statistics.median(rates) if rates else 0.0,
         "tokens_per_s_best": max(rates, default=0.0),
         "streams": len(results),
+    }
+    costs = [r.server_cpu_s / len(r.token_times) * 1e6 for r in results if r.server_cpu_s and r.token_times]
+    if costs:  # the relay's own CPU per token: what a profile splits into stages
+        figures["cpu_us_per_token"] = statistics.median(costs)
+    return figures
+
+
+def pair_ratios(direct: Sequence[StreamResult], relayed: Sequence[StreamResult]) -> dict[str, Any]:
+    """Relayed / direct tokens/s of each alternating pair (the same round, back to back): the median and the
+    spread, so one noisy moment of a shared machine shows as spread instead of moving the figure."""
+    ratios = sorted(
+        r.tokens_per_s / d.tokens_per_s
+        for d, r in zip(direct, relayed, strict=True)
+        if d.error is None and r.error is None and d.tokens_per_s > 0
+    )
+    if not ratios:
+        return {"median": 0.0, "min": 0.0, "max": 0.0, "q1": 0.0, "q3": 0.0, "pairs": 0}
+    return {
+        "median": statistics.median(ratios),
+        "min": ratios[0],
+        "max": ratios[-1],
+        "q1": percentile(ratios, 25),
+        "q3": percentile(ratios, 75),
+        "pairs": len(ratios),
     }
 
 

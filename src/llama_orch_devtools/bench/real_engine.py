@@ -10,7 +10,7 @@ from typing import Any
 
 from llama_orch_devtools.bench import flows
 from llama_orch_devtools.bench.harness import say
-from llama_orch_devtools.bench.measure import Side, complete, first_token, side_by_side, single_stream
+from llama_orch_devtools.bench.measure import Side, complete, first_token, pair_ratios, side_by_side, single_stream
 from llama_orch_devtools.bench.relay import LATENCY_TOKENS
 
 
@@ -19,14 +19,15 @@ async def run(engine_port: int, orch_port: int, *, tokens: int, rounds: int, ver
     await side_by_side(sides, LATENCY_TOKENS, 2)
     results = await side_by_side(sides, tokens, rounds)
     direct, relayed = single_stream(results["direct"]), single_stream(results["orchestrator"])
-    ratio = relayed["tokens_per_s"] / direct["tokens_per_s"] if direct["tokens_per_s"] else 0.0
+    pairs = pair_ratios(results["direct"], results["orchestrator"])
     say(f"real engine: direct {direct['tokens_per_s']:.0f} tok/s, orchestrator {relayed['tokens_per_s']:.0f} tok/s")
     return {
         "engine_version": version,
         "tokens": tokens,
         "direct": direct,
         "orchestrator": relayed,
-        "ratio": ratio,
+        "ratio": pairs["median"],
+        "pairs": pairs,
         "first_token": {name: first_token(rs) for name, rs in results.items()},
         "complete": {
             "direct": sum(complete(r, tokens, "stop") for r in results["direct"]),

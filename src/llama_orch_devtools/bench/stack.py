@@ -1,5 +1,5 @@
-"""The processes under test, each in its own process: engine simulator, orchestrator, LiteLLM, llama-server, and
-the Redis of the cluster section."""
+"""The processes under test, each in its own process: engine simulator, byte proxy, orchestrator, LiteLLM,
+llama-server, and the Redis of the cluster section."""
 
 from __future__ import annotations
 
@@ -29,12 +29,26 @@ def simulator(tokens: int, slots: int) -> Service:
     return Service("simulator", [*cmd, "--tokens", str(tokens), "--delay-ms", "0"], f"http://{LOCAL}:{port}/health")
 
 
+def byte_proxy(engine_url: str) -> Service:
+    port = free_port()
+    upstream = engine_url.split("://", 1)[1]
+    cmd = [sys.executable, "-m", "llama_orch_devtools.bench.byte_proxy", "--port", str(port), "--upstream", upstream]
+    return Service("byte-proxy", cmd, f"http://{LOCAL}:{port}/health")  # the engine's health, through the proxy
+
+
 def orchestrator(
-    engine_url: str, *, streams: int, profile: Path | None = None, state_url: str | None = None
+    engine_url: str,
+    *,
+    streams: int,
+    api: str = "native",
+    profile: Path | None = None,
+    state_url: str | None = None,
 ) -> Service:
+    """`api` is the engine route the llama.cpp adapter takes: `native` (/completion) or `openai` (/v1/completions);
+    with `state_url`, the instance runs in scale-out mode on that Redis."""
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-orch-", suffix=".json")[1])
-    settings = bench_config(engine_url, streams=streams, state_url=state_url)
+    settings = bench_config(engine_url, streams=streams, api=api, state_url=state_url)
     config.write_text(settings.model_dump_json(exclude_none=True))
     cmd = [sys.executable, "-m", "llama_orch_devtools.bench.orchestrator_proc", str(config), "--port", str(port)]
     if profile is not None:
@@ -45,10 +59,11 @@ def orchestrator(
 
 
 def litellm(binary: Path, engine_url: str) -> Service:
-    """LiteLLM's proxy with one model routed to the engine's OpenAI-compatible surface, one worker, no database."""
+    """LiteLLM's proxy with one model routed to the engine's `/v1/completions` (the `text-completion-openai`
+    provider: the route the orchestrator takes with `api: openai`), one worker, no database."""
     port = free_port()
     config = Path(tempfile.mkstemp(prefix="bench-litellm-", suffix=".json")[1])
-    model = {"model": "openai/bench", "api_base": f"{engine_url}/v1", "api_key": "unused"}
+    model = {"model": "text-completion-openai/bench", "api_base": f"{engine_url}/v1", "api_key": "unused"}
     config.write_text(json.dumps({"model_list": [{"model_name": "bench", "litellm_params": model}]}))
     env = {
         "LITELLM_LOCAL_MODEL_COST_MAP": "True",  # no fetch of the price list at start (no network here)
@@ -96,3 +111,20 @@ def _wait_for_redis(port: int, process: subprocess.Popen[bytes], timeout_s: floa
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"redis-server did not start on port {port}") from None
             time.sleep(0.05)
+
+
+def served(engine_url: str, *, workers: int, streams: int, state_url: str) -> Service:
+    """`llama-orch serve --workers N` as a user runs it, in scale-out mode on `state_url`, from the bench's config."""
+    port = free_port()
+    config = Path(tempfile.mkstemp(prefix="bench-serve-", suffix=".json")[1])
+    settings = bench_config(engine_url, streams=streams, state_url=state_url)
+    config.write_text(settings.model_dump_json(exclude_none=True))
+    command = str(Path(sys.executable).with_name("llama-orch"))
+    cmd = [command, "serve", "--config", str(config), "--port", str(port), "--workers", str(workers)]
+    ready_url = f"http://{LOCAL}:{port}/v1/pools/bench/health"
+    return Service(
+        f"serve --workers {workers}",
+        [*cmd, "--log-level", "warning"],
+        ready_url,
+        ready=lambda r: r.status_code == 200 and r.json()["ready"] is True,
+    )

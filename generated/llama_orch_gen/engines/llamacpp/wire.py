@@ -350,6 +350,21 @@ class TextCompletion(BaseModel):
     timings: Timings | None = None
 
 
+class TextCompletionChoiceRead(BaseModel):
+    """
+    What the relay reads of a `TextCompletionChoice`
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    text: str
+    finish_reason: str | None = None
+    """
+    stop, length, or null while streaming
+    """
+
+
 class TextCompletionChunk(BaseModel):
     """
     One item of the `/v1/completions` stream. The last chunk carries finish_reason, `usage` (always) and `timings`; then `[DONE]`.
@@ -948,6 +963,37 @@ class CompletionRequest(SamplingOptions):
     """
 
 
+class CompletionChunkRead(BaseModel):
+    """
+    What the orchestrator's relay reads of a `CompletionChunk` (the `relay-item` of `/completion`): the token's text, the final-chunk flag and the totals of the final chunk. Same names and types as in `CompletionChunk`; its other fields are kept unvalidated (`model_extra`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    content: str
+    """
+    Text of this token ("" on the final chunk)
+    """
+    stop: bool
+    """
+    true on the final chunk
+    """
+    stop_type: Literal["none", "eos", "limit", "word"] | None = None
+    """
+    Why generation stopped: none, eos (end of sequence), limit (n_predict), word (stop string)
+    """
+    tokens_predicted: int | None = None
+    """
+    Tokens generated so far
+    """
+    tokens_evaluated: int | None = None
+    """
+    Prompt tokens evaluated
+    """
+    timings: Timings | None = None
+
+
 class TokenProbability(BaseModel):
     """
     A generated token and its most likely alternatives; with post_sampling_probs the keys are `prob`/`top_probs` instead of `logprob`/`top_logprobs`
@@ -1040,6 +1086,19 @@ class TextCompletionRequest(SamplingOptions):
     """
     Stop string or strings
     """
+
+
+class TextCompletionChunkRead(BaseModel):
+    """
+    What the orchestrator's relay reads of a `TextCompletionChunk` (the `relay-item` of `/v1/completions`): each choice's text and finish reason, the usage and the timings of the last chunk. Same names and types as in `TextCompletionChunk`; its other fields are kept unvalidated (`model_extra`).
+    """
+
+    model_config = ConfigDict(
+        extra="allow",
+    )
+    choices: list[TextCompletionChoiceRead]
+    usage: Usage | None = None
+    timings: Timings | None = None
 
 
 class ToolCall(BaseModel):

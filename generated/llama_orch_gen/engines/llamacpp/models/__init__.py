@@ -29,6 +29,7 @@ from .chat_message import ChatMessage
 from .chat_message_content_type_1_item import ChatMessageContentType1Item
 from .chat_response_message import ChatResponseMessage
 from .completion_chunk import CompletionChunk
+from .completion_chunk_read import CompletionChunkRead
 from .completion_request import CompletionRequest
 from .completion_response import CompletionResponse
 from .detokenize_request import DetokenizeRequest
@@ -82,7 +83,9 @@ from .success_response import SuccessResponse
 from .text_completion import TextCompletion
 from .text_completion_choice import TextCompletionChoice
 from .text_completion_choice_logprobs_type_0 import TextCompletionChoiceLogprobsType0
+from .text_completion_choice_read import TextCompletionChoiceRead
 from .text_completion_chunk import TextCompletionChunk
+from .text_completion_chunk_read import TextCompletionChunkRead
 from .text_completion_request import TextCompletionRequest
 from .timings import Timings
 from .token_piece import TokenPiece
@@ -116,6 +119,7 @@ __all__ = (
     "ChatMessageContentType1Item",
     "ChatResponseMessage",
     "CompletionChunk",
+    "CompletionChunkRead",
     "CompletionRequest",
     "CompletionResponse",
     "DetokenizeRequest",
@@ -165,7 +169,9 @@ __all__ = (
     "TextCompletion",
     "TextCompletionChoice",
     "TextCompletionChoiceLogprobsType0",
+    "TextCompletionChoiceRead",
     "TextCompletionChunk",
+    "TextCompletionChunkRead",
     "TextCompletionRequest",
     "Timings",
     "TokenizeRequest",

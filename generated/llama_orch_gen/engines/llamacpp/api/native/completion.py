@@ -5,6 +5,7 @@ import httpx
 
 import llama_orch_gen.engines.llamacpp.wire as _error_models
 import llama_orch_gen.engines.llamacpp.wire as _item_models
+import llama_orch_gen.engines.llamacpp.wire as _relay_models
 from llama_orch_runtime.bodies import MalformedBody
 from llama_orch_runtime.streaming import (
     AsyncStream,
@@ -244,6 +245,16 @@ STREAM_FORMAT: StreamFormat[_item_models.CompletionChunk | _error_models.ErrorRe
 )
 
 
+# What a relay reads of each item (`relay-item`): the other fields are skipped, not validated.
+RELAY_STREAM_FORMAT: StreamFormat[_relay_models.CompletionChunkRead | _error_models.ErrorResponse] = StreamFormat(
+    framing="sse",
+    item=_relay_models.CompletionChunkRead | _error_models.ErrorResponse,
+    error=_error_models.ErrorResponse,
+    error_key="error",
+    final=FinalRule(field="stop", values=(True,)),
+)
+
+
 def _parse_stream_refusal(response: httpx.Response, client: AuthenticatedClient | Client) -> Any:
     try:
         return _parse_response(client=client, response=response)
@@ -279,4 +290,18 @@ async def astream(
     )
     return await aopen_stream(
         client.get_async_httpx_client(), kwargs, STREAM_FORMAT, lambda r: _parse_stream_refusal(r, client)
+    )
+
+
+async def arelay(
+    *,
+    client: AuthenticatedClient | Client,
+    body: CompletionRequest,
+) -> AsyncStream[_relay_models.CompletionChunkRead | _error_models.ErrorResponse]:
+    """`astream` for a relay: each item validated as `relay-item`, only the fields a relay reads."""
+    kwargs = _get_kwargs(
+        body=body,
+    )
+    return await aopen_stream(
+        client.get_async_httpx_client(), kwargs, RELAY_STREAM_FORMAT, lambda r: _parse_stream_refusal(r, client)
     )
