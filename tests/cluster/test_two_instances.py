@@ -162,3 +162,13 @@ def test_an_identical_repeat_on_the_other_instance_is_not_admitted_twice(pair: l
     assert one_terminal(events).event == "end"
     assert sum(f.event == "started" for f in events) == 1
     assert [f.data["i"] for f in events if f.event == "token"] == list(range(20))
+
+
+def test_a_reader_on_the_owner_holds_the_task_longer_than_stream_hold_ms(pair: list[Process]) -> None:
+    """Its presence is recorded in Redis even when it opens before anything was written (off the first token's
+    path): the owner does not cancel a task that is being read for longer than `stream_hold_ms` (2 s here)."""
+    owner, _ = pair
+    task_id = _accepted(owner.url, {"prompt": "Hello", "max_tokens": 300, "seed": 8})  # ~3 s at 10 ms a token
+    events = _read_all(owner.url, task_id)
+    assert one_terminal(events).event == "end" and events[-1].data["finish_reason"] != "canceled", events[-1]
+    assert sum(f.event == "token" for f in events) == 300

@@ -70,6 +70,7 @@ class Cluster:
         self._claiming: dict[str, asyncio.Lock] = {pool_id: asyncio.Lock() for pool_id in orch.pools}
         self._recent_cancels: OrderedDict[str, CancelReason] = OrderedDict()
         self._local: dict[str, set[asyncio.Queue[Batch | None]]] = {}  # readers here of the tasks running here
+        self._written: dict[str, int] = {}  # of each task running here: the number of the next event to write
         for pool in orch.pools.values():
             assert isinstance(pool, SharedPool)
             pool.cluster = self
@@ -226,6 +227,7 @@ class Cluster:
         replica = next(r for r in pool.replicas if r.id == claim.replica)
         run.readers = 1  # the pump reads it, into the task's stream
         self.orch.runs[run.task_id] = run
+        self._written[run.task_id] = 0
         self._spawn(self._pump(run))
         pool.start(run, replica)
 
@@ -255,7 +257,7 @@ class Cluster:
         this instance. A run whose stream cannot be written is canceled (the engine call ends now) and its stream
         ends with STATE_UNAVAILABLE, not with what the cancel made of it: the client did not cancel."""
         lost: Item | None = None
-        written = 0  # the number of the next event to write
+        written = 0  # the number of the next event to write (also in `_written`, for readers that open here)
         try:
             async for batch in run.batches():
                 if self.orch.runs.get(run.task_id) is not run:
@@ -275,9 +277,10 @@ class Cluster:
                         )
                         self.orch.cancel(run.task_id, "shutdown")
                     else:
-                        written = batch.next
+                        written = self._written[run.task_id] = batch.next
                         self._publish(run.task_id, batch)
         finally:
+            self._written.pop(run.task_id, None)
             self._publish(run.task_id, None)  # readers still here read on from Redis
             self.orch.delivered(run)
 
@@ -302,6 +305,9 @@ class Cluster:
         if task_id in self.orch.runs:
             queue = asyncio.Queue()
             self._local.setdefault(task_id, set()).add(queue)  # before the history: no batch falls in between
+            if seen < 0 and self._written.get(task_id) == 0:  # nothing written: no history to wait for
+                self._spawn(self._mark_reader(task_id))
+                return self._local_batches(task_id, queue, [], seen)
         try:
             start, history = await self.state.open(task_id, seen, self.hold_ms, history=queue is not None)
             if queue is None:
@@ -310,6 +316,11 @@ class Cluster:
             self._unsubscribe(task_id, queue)
             raise
         return self._local_batches(task_id, queue, history, seen)
+
+    async def _mark_reader(self, task_id: str) -> None:
+        """The reader's presence, recorded off the first token's path (as `open` records it)."""
+        with suppress(ApiError):
+            await self.state.open(task_id, -1, self.hold_ms)
 
     async def _local_batches(
         self, task_id: str, queue: asyncio.Queue[Batch | None], history: list[Batch], seen: int
