@@ -3,6 +3,7 @@ the tasks this orchestrator placed: a replica busy with other clients' work is n
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from llama_orch.adapters.base import EngineLoad
@@ -18,6 +19,16 @@ class SharedEngine(MockAdapter):
 
     async def load(self) -> EngineLoad | None:
         return EngineLoad(running=self._busy + self.others_running, waiting=self.others_waiting)
+
+
+class LaggingEngine(SharedEngine):
+    """Its count lags one reading behind (as a scraped gauge does): a task just sent is not in it yet."""
+
+    _reported_busy = 0
+
+    async def load(self) -> EngineLoad | None:
+        seen, self._reported_busy = self._reported_busy, self._busy
+        return EngineLoad(running=seen + self.others_running, waiting=self.others_waiting)
 
 
 def _replica(http: Any, replica_id: str) -> dict[str, Any]:
@@ -37,6 +48,29 @@ def test_other_clients_load_leaves_only_the_rest_of_max_inflight() -> None:
         first, second = (submit(http, {"prompt": "x"})["task_id"] for _ in range(2))
         wait_until(lambda: inflight(http)["m0"] == 1, "one task placed")
         assert pool_health(http)["queue_depth"] == 1, "3 + 1 of 4: the second task waits"
+        engine.others_running = 0
+        wait_until(lambda: inflight(http)["m0"] == 2, "the second task placed once the others finished")
+        for task_id in (first, second):
+            cancel(http, task_id)
+        wait_idle(svc, http)
+
+
+def test_a_count_that_does_not_yet_hold_our_own_task_opens_no_slot() -> None:
+    """One low reading (our task on its way to the engine, or a gauge one scrape behind) is not taken for the other
+    clients having left: a slot opens only when two readings in a row say so."""
+    svc = service(
+        mock_pool(replicas=("m0",), replica={"max_inflight": 4}), adapter_cls=LaggingEngine, health_interval_ms=50
+    )
+    engine = svc.mock()
+    assert isinstance(engine, LaggingEngine)
+    engine.others_running = 3
+    engine.inject(Fault("stall_first"))
+    with svc.running() as http:
+        wait_until(lambda: _replica(http, "m0")["engine_running"] == 3, "the engine's own count reported")
+        first, second = (submit(http, {"prompt": "x"})["task_id"] for _ in range(2))
+        wait_until(lambda: inflight(http)["m0"] == 1, "one task placed")
+        time.sleep(0.3)  # several probes at 50 ms, the first after the dispatch one behind
+        assert inflight(http)["m0"] == 1 and pool_health(http)["queue_depth"] == 1, "3 + 1 of 4: the second waits"
         engine.others_running = 0
         wait_until(lambda: inflight(http)["m0"] == 2, "the second task placed once the others finished")
         for task_id in (first, second):

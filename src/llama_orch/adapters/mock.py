@@ -138,7 +138,11 @@ class MockAdapter(StreamingAdapter):
             code, message, status = _REFUSALS[fault.kind]
             raise EngineError(code, message, retry_after_ms=fault.retry_after_ms, status=status)
         if fault is not None and fault.kind == "stall_first":
-            await asyncio.sleep(_STALL_S)
+            self._busy += 1  # the engine holds (and counts) the request while it stalls, as a real one does
+            try:
+                await asyncio.sleep(_STALL_S)
+            finally:
+                self._busy -= 1
         limit = min(self.tokens, task.max_tokens or self.tokens)
         mid_stream = fault if fault is not None and fault.kind in _MID_STREAM else None
         return _MockStream(self, mock_text(prompt_text(task), seed, limit), limit < self.tokens, mid_stream)

@@ -51,6 +51,7 @@ class ReplicaState:
     inflight: int = 0
     engine_load: EngineLoad | None = None  # as the engine last reported it (every client's requests)
     foreign: int = 0  # of those, requests that are not ours (other clients of the same engine)
+    _last_foreign: int = 0  # the previous probe's reading of `foreign`
     last_error: str | None = None
     last_code: str | None = None  # contract code of `last_error`
     last_dispatch: int = 0
@@ -135,10 +136,12 @@ class ReplicaState:
                 self.engine_load = await self.adapter.load()
         except (EngineError, TimeoutError):
             self.engine_load = None
+        reading = 0
         if self.engine_load is not None:
-            self.foreign = max(0, self.engine_load.running + self.engine_load.waiting - self.inflight)
-        else:
-            self.foreign = 0
+            reading = max(0, self.engine_load.running + self.engine_load.waiting - self.inflight)
+        # A task just sent may not be in the engine's count yet (a request on its way, a gauge one scrape behind):
+        # other clients' load drops only when two readings in a row say so.
+        self.foreign, self._last_foreign = max(reading, self._last_foreign), reading
 
 
 @dataclass(eq=False)
