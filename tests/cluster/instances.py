@@ -4,71 +4,48 @@ what the issue's black-box check starts."""
 from __future__ import annotations
 
 import json
-import signal
-import subprocess
 import sys
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from llama_orch.spawn import free_port
+from tests.support.engine_process import EngineProcess
 
 READY_TIMEOUT_S = 30.0
 GUARD_S = 30.0  # hang guard of every HTTP call
 LONG = {"prompt": "Once upon a time", "max_tokens": 5000, "seed": 1}  # runs ~50 s unless stopped
 
 
-class Process:
-    """A child process with its log kept for failures."""
+class Process(EngineProcess):
+    """A child process of the cluster tests (an engine simulator or a `llama-orch serve` instance), its command line
+    made for its port."""
 
-    def __init__(self, name: str, args: list[str], url: str, ready_path: str) -> None:
-        self.name = name
-        self.args = args
-        self.url = url
-        self.ready_url = url + ready_path
-        self.log = Path(tempfile.mkstemp(prefix=f"llama-orch-{name}-", suffix=".log")[1])
-        self.process: subprocess.Popen[bytes] | None = None
+    ready_timeout_s = READY_TIMEOUT_S
 
-    def start(self) -> Process:
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while True:
-            try:
-                if httpx.get(self.ready_url, timeout=2).status_code == 200:
-                    return self
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline or self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} did not start:\n{self.log_tail()}")
-            time.sleep(0.1)
+    def __init__(self, name: str, args: Callable[[int], list[str]], ready_path: str) -> None:
+        self.name, self.ready_path = name, ready_path
+        super().__init__()
+        self._args = args
 
-    def log_tail(self, lines: int = 40) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+    def command(self) -> list[str]:
+        return self._args(self.port)
 
-    def kill(self) -> None:
-        """kill -9: no drain, no cleanup."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+    @property
+    def url(self) -> str:
+        return self.base_url
 
 
 def simulator(tokens: int = 100_000, delay_ms: int = 10) -> Process:
-    port = free_port()
-    args = [sys.executable, "-m", "llama_orch.simulators", "llamacpp", "--port", str(port)]
-    args += ["--tokens", str(tokens), "--delay-ms", str(delay_ms), "--slots", "4", "--log-level", "warning"]
-    return Process("llamacpp-sim", args, f"http://127.0.0.1:{port}", "/health").start()
+    def args(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "llama_orch.simulators", "llamacpp", "--port", str(port), "--tokens", str(tokens)),
+            *("--delay-ms", str(delay_ms), "--slots", "4", "--log-level", "warning"),
+        ]
+
+    return Process("llamacpp-sim", args, "/health").start()
 
 
 def pool_config(directory: Path, engine_url: str, queue: dict[str, Any] | None = None, **settings: Any) -> Path:
@@ -93,10 +70,13 @@ def pool_config(directory: Path, engine_url: str, queue: dict[str, Any] | None =
 
 
 def instance(name: str, config: Path, state_url: str, *extra: str) -> Process:
-    port = free_port()
-    args = [sys.executable, "-m", "llama_orch.cli", "serve", "--config", str(config), "--port", str(port)]
-    args += ["--state-url", state_url, "--log-level", "warning", *extra]
-    return Process(name, args, f"http://127.0.0.1:{port}", "/v1/pools/p/health").start()
+    def args(port: int) -> list[str]:
+        return [
+            *(sys.executable, "-m", "llama_orch.cli", "serve", "--config", str(config), "--port", str(port)),
+            *("--state-url", state_url, "--log-level", "warning", *extra),
+        ]
+
+    return Process(name, args, "/v1/pools/p/health").start()
 
 
 class Frame:

@@ -20,8 +20,8 @@ def test_an_instance_with_other_pools_than_its_peers_says_so(
     differs = pool_config(tmp_path / "b", engine.url, queue={"capacity": 5, "policy": "reject"})
     other = instance("C", differs, redis_server.url)
     try:
-        assert "pool config differs" not in same[1].log.read_text()
-        assert wait_for(lambda: "pool config differs" in other.log.read_text(), 15.0), other.log_tail()
+        assert "pool config differs" not in same[1].log_path.read_text()
+        assert wait_for(lambda: "pool config differs" in other.log_path.read_text(), 15.0), other.log_tail()
     finally:
         for process in (*same, other):
             process.stop()

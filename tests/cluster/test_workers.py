@@ -14,21 +14,9 @@ import httpx
 
 from tests.cluster.instances import GUARD_S, Process, frames, instance, one_terminal, pool_config
 from tests.service.helpers import parse_metrics, total
+from tests.support.engine_process import processes
 from tests.support.polling import wait_for
 from tests.support.redis_server import RedisServer
-
-
-def _children(pid: int) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                found.append(int(entry.name))
-    return found
 
 
 def _instance_ids(process: Process) -> set[str]:
@@ -39,9 +27,8 @@ def _instance_ids(process: Process) -> set[str]:
 def _workers(process: Process) -> list[int]:
     """The worker processes (multiprocessing's resource tracker is a child too, but not a worker)."""
     assert process.process is not None
-    return [
-        p for p in _children(process.process.pid) if b"resource_tracker" not in Path(f"/proc/{p}/cmdline").read_bytes()
-    ]
+    parent = process.process.pid
+    return [pid for pid, ppid, command in processes() if ppid == parent and b"resource_tracker" not in command]
 
 
 def test_two_workers_are_one_orchestrator(tmp_path: Path, engine: Process, redis_server: RedisServer) -> None:

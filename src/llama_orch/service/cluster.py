@@ -257,13 +257,12 @@ class Cluster:
         this instance. A run whose stream cannot be written is canceled (the engine call ends now) and its stream
         ends with STATE_UNAVAILABLE, not with what the cancel made of it: the client did not cancel."""
         lost: Item | None = None
-        written = 0  # the number of the next event to write (also in `_written`, for readers that open here)
         try:
             async for batch in run.batches():
                 if self.orch.runs.get(run.task_id) is not run:
                     return  # requeued: another attempt writes the stream
                 if batch.final:
-                    terminal = Batch(written, batch.items if lost is None else [lost], True)
+                    terminal = Batch(self._written[run.task_id], batch.items if lost is None else [lost], True)
                     if await self._write_terminal(run.task_id, terminal.items):
                         self._publish(run.task_id, terminal)
                 elif lost is None:
@@ -277,7 +276,7 @@ class Cluster:
                         )
                         self.orch.cancel(run.task_id, "shutdown")
                     else:
-                        written = self._written[run.task_id] = batch.next
+                        self._written[run.task_id] = batch.next
                         self._publish(run.task_id, batch)
         finally:
             self._written.pop(run.task_id, None)
