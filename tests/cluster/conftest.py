@@ -21,4 +21,4 @@ def redis_server() -> Iterator[RedisServer]:
 def engine() -> Iterator[Process]:
     sim = simulator(delay_ms=10)
     yield sim
-    sim.stop()
+    sim.close()

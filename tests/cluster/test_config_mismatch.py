@@ -24,4 +24,4 @@ def test_an_instance_with_other_pools_than_its_peers_says_so(
         assert wait_for(lambda: "pool config differs" in other.log_path.read_text(), 15.0), other.log_tail()
     finally:
         for process in (*same, other):
-            process.stop()
+            process.close()

@@ -22,7 +22,7 @@ def pair(tmp_path: Path, engine: Process, redis_server: RedisServer) -> Iterator
     started = [instance(name, config, redis_server.url) for name in ("A", "B")]
     yield started
     for process in started:
-        process.stop()
+        process.close()
 
 
 def _scrape(process: Process) -> dict[str, Family]:

@@ -25,8 +25,8 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Process]]:
     started = [instance(name, path, server.url) for name in ("A", "B")]
     yield started
     for process in started:
-        process.stop()
-    sim.stop()
+        process.close()
+    sim.close()
     server.close()
 
 

@@ -50,7 +50,7 @@ def stopped() -> Iterator[list[Process]]:
     started: list[Process] = []
     yield started
     for process in started:
-        process.stop()
+        process.close()
 
 
 def test_interactive_before_batch_and_cancel_of_a_queued_task(

@@ -36,7 +36,7 @@ def pair(config: Path, redis_server: RedisServer) -> Iterator[list[Process]]:
     started = [instance(name, config, redis_server.url) for name in ("A", "B")]
     yield started
     for process in started:
-        process.stop()
+        process.close()
 
 
 @pytest.fixture(autouse=True)
@@ -124,6 +124,7 @@ def test_kill_of_the_owner_while_b_streams(config: Path, redis_server: RedisServ
             ended_after = time.monotonic() - killed_at
     finally:
         owner.kill()
+        owner.close()
     terminal = one_terminal(events)
     assert terminal.event == "error" and terminal.data["code"] == "INSTANCE_LOST" and terminal.data["retriable"]
     assert ended_after < 10.0, f"the orphan was ended {ended_after:.1f}s after the kill"

@@ -56,6 +56,7 @@ def test_two_workers_are_one_orchestrator(tmp_path: Path, engine: Process, redis
         workers = _workers(served)
         served.process.send_signal(signal.SIGTERM)
         assert served.process.wait(30) == 0, served.log_tail()
+        served.close()
     assert not [p for p in workers if Path(f"/proc/{p}").exists()], "a worker outlived the server"
 
 
